@@ -1,0 +1,94 @@
+/* The per-step arena. Chunks are chained; reset rewinds to the first chunk
+ * and, when a step spilled into more chunks, replaces them all by a single
+ * chunk of the combined size, so the next step of the same shape allocates
+ * nothing. */
+#include "nb_core.h"
+
+#define ARENA_ALIGN 64
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t size; /* usable bytes after the header */
+    size_t used;
+} chunk;
+
+struct nb_arena {
+    chunk *head;    /* current chunk (list in reverse order of creation) */
+    size_t chunk_bytes;
+    size_t used;    /* since reset */
+    size_t peak;
+    size_t capacity;
+};
+
+#define HDR ((sizeof(chunk) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN)
+
+static chunk *chunk_new(size_t size) {
+    chunk *c = nb_malloc(HDR + size);
+    if (!c) return NULL;
+    c->next = NULL;
+    c->size = size;
+    c->used = 0;
+    return c;
+}
+
+nb_arena *nb_arena_new(size_t chunk_bytes) {
+    nb_arena *a = nb_calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->chunk_bytes = chunk_bytes ? chunk_bytes : (size_t)1 << 20;
+    return a;
+}
+
+void nb_arena_free(nb_arena *a) {
+    if (!a) return;
+    for (chunk *c = a->head, *n; c; c = n) {
+        n = c->next;
+        nb_free(c);
+    }
+    nb_free(a);
+}
+
+void *nb_arena_alloc(nb_arena *a, size_t bytes) {
+    size_t need = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (need == 0) need = ARENA_ALIGN;
+    chunk *c = a->head;
+    if (!c || c->size - c->used < need) {
+        size_t sz = need > a->chunk_bytes ? need : a->chunk_bytes;
+        chunk *n = chunk_new(sz);
+        if (!n) return NULL;
+        n->next = a->head;
+        a->head = n;
+        a->capacity += sz;
+        c = n;
+    }
+    void *p = (char *)c + HDR + c->used;
+    c->used += need;
+    a->used += need;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+void nb_arena_reset(nb_arena *a) {
+    if (a->head && a->head->next) {
+        /* The step spilled: merge into one chunk big enough for all of it.
+         * If that allocation fails, keep the chain (still correct). */
+        size_t total = 0;
+        for (chunk *c = a->head; c; c = c->next) total += c->size;
+        chunk *one = chunk_new(total);
+        if (one) {
+            for (chunk *c = a->head, *n; c; c = n) {
+                n = c->next;
+                nb_free(c);
+            }
+            a->head = one;
+            a->capacity = total;
+        }
+    }
+    for (chunk *c = a->head; c; c = c->next) c->used = 0;
+    /* After a failed merge, allocation restarts in the newest chunk only;
+     * older chunks stay reserved until the next successful merge. */
+    a->used = 0;
+}
+
+size_t nb_arena_used(const nb_arena *a) { return a->used; }
+size_t nb_arena_peak(const nb_arena *a) { return a->peak; }
+size_t nb_arena_capacity(const nb_arena *a) { return a->capacity; }

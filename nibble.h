@@ -1,0 +1,7 @@
+/* nibble.h — the umbrella header: include this to use the library. */
+#ifndef NIBBLE_H
+#define NIBBLE_H
+
+#include "nb_core.h"
+
+#endif

@@ -1,0 +1,64 @@
+#include "nb_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int nb_test_run(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
+
+const char *nb_test_shared_data(const char *file) {
+    static char path[4096];
+    const char *dir = getenv("NB_SHARED_DATA");
+    if (!dir) dir = "../shared/data";
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    return access(path, R_OK) == 0 ? path : NULL;
+}
+
+const char *nb_test_cli(void) {
+    const char *p = getenv("NB_CLI");
+    return p && access(p, X_OK) == 0 ? p : NULL;
+}
+
+const char *nb_test_tmpdir(void) {
+    static char dir[256];
+    if (!dir[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/nibble-test-XXXXXX", base ? base : "/tmp");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            abort();
+        }
+    }
+    return dir;
+}
+
+void nb_test_skip(const char *what, const char *why) {
+    printf("SKIP %s: %s\n", what, why);
+    fflush(stdout);
+}
+
+int nb_test_sh(const char *cmd, char *out, size_t n) {
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    size_t len = 0;
+    char buf[4096];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (out && len + 1 < n) {
+            size_t c = r < n - 1 - len ? r : n - 1 - len;
+            memcpy(out + len, buf, c);
+            len += c;
+        }
+    }
+    if (out && n) out[len] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -1,0 +1,30 @@
+/* Shared helpers for the Check suites. */
+#ifndef NB_TEST_H
+#define NB_TEST_H
+
+#include <check.h>
+
+#include "nibble.h"
+
+/* Run a suite (fork mode unless CK_FORK=no), print Check's summary line and
+ * return the process exit status (0 when every test passed). */
+int nb_test_run(Suite *s);
+
+/* Path of a file in ../shared/data (from $NB_SHARED_DATA) or NULL when it is
+ * absent; the returned string is static storage overwritten by the next call. */
+const char *nb_test_shared_data(const char *file);
+
+/* Path of the nibble CLI under test ($NB_CLI) or NULL. */
+const char *nb_test_cli(void);
+
+/* A fresh temporary directory (static storage, one per process). */
+const char *nb_test_tmpdir(void);
+
+/* Report a skipped check on stdout (Check has no skip state). */
+void nb_test_skip(const char *what, const char *why);
+
+/* Run a shell command; returns its exit status (or -1), output captured into
+ * out (NUL-terminated, truncated to n) when out is not NULL. */
+int nb_test_sh(const char *cmd, char *out, size_t n);
+
+#endif
