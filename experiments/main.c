@@ -1,12 +1,44 @@
-/* The nibble command line. Placeholder dispatch until commands land. */
+/* The nibble command line: dispatches `nibble COMMAND ...` through a table. */
 #include <stdio.h>
 #include <string.h>
 
+#include "nb_cli.h"
 #include "nibble.h"
 
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"bench", nb_cmd_bench, "measure training and inference throughput of a model"},
+    {"data", nb_cmd_data, "import, inspect and check datasets (HDF5)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: nibble COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`nibble COMMAND --help` describes each command.\n");
+}
+
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "nibble: no command yet\n");
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("nibble 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "nibble: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
     return 2;
 }
