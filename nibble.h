@@ -3,5 +3,7 @@
 #define NIBBLE_H
 
 #include "nb_core.h"
+#include "nb_autograd.h"
+#include "nb_layers.h"
 
 #endif

@@ -14,7 +14,7 @@ void nb_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                 B, ldb, beta, C, ldc);
 }
 
-static int n_threads = 1;
+static int n_threads = 0; /* 0: not set yet, nb_get_threads sets 1 */
 
 void nb_set_threads(int n) {
     if (n < 1) n = 1;
@@ -24,7 +24,10 @@ void nb_set_threads(int n) {
     openblas_set_num_threads(1);
 }
 
-int nb_get_threads(void) { return n_threads; }
+int nb_get_threads(void) {
+    if (n_threads == 0) nb_set_threads(1);
+    return n_threads;
+}
 
 double nb_now(void) {
     struct timespec ts;

@@ -1,0 +1,123 @@
+/*
+ * nb_autograd.h — the tape (a Wengert list) and reverse-mode differentiation.
+ *
+ * Ops record one node each in forward order: the op's definition (a name and
+ * an eager backward kernel), its inputs, its output and whatever it saved.
+ * nb_backward() seeds d(loss) = 1 and walks the nodes in reverse; backward
+ * kernels accumulate (+=) into their inputs' gradients, so a tensor used
+ * twice (a residual connection) gets the sum. Everything made during a step
+ * (outputs, saved state, node list, activation gradients) lives in the
+ * tape's arena and its gradient pool and is recycled by nb_tape_reset(): the
+ * steady-state step allocates nothing.
+ *
+ * Example:
+ *     nb_tape *tape = nb_tape_new();
+ *     nb_tensor *logits = nb_model_forward(model, tape, x);   // records
+ *     nb_tensor *loss = nb_cross_entropy(tape, logits, labels, 0.0f);
+ *     nb_backward(tape, loss);          // grads land in parameters' ->grad
+ *     ... optimizer step ...
+ *     nb_tape_reset(tape);
+ *
+ * autograd/ knows ops only through their nb_op_def.
+ */
+#ifndef NB_AUTOGRAD_H
+#define NB_AUTOGRAD_H
+
+#include "nb_core.h"
+
+typedef struct nb_tape nb_tape;
+typedef struct nb_node nb_node;
+
+/* What the tape knows of an op: its name and its backward kernel. The kernel
+ * reads n->out->grad and accumulates into the inputs that require grad,
+ * getting their gradient buffers with nb_tape_grad(). */
+typedef struct {
+    const char *name;
+    void (*backward)(nb_tape *tape, nb_node *n);
+} nb_op_def;
+
+#define NB_NODE_MAX_IN 4
+
+struct nb_node {
+    const nb_op_def *op;
+    nb_tensor *out;
+    nb_tensor *in[NB_NODE_MAX_IN]; /* unused slots NULL */
+    void *saved;                   /* op-specific, in the tape's arena */
+};
+
+/* A new tape with gradients enabled; owned, free with nb_tape_free. */
+nb_tape *nb_tape_new(void);
+void nb_tape_free(nb_tape *t);
+/* Forget the step: nodes, arena and pooled gradients are recycled. Tensors
+ * made on the tape become invalid. */
+void nb_tape_reset(nb_tape *t);
+
+nb_arena *nb_tape_arena(nb_tape *t);
+/* A tensor in the tape's arena (uninitialised); asserts on OOM-free paths,
+ * returns NULL with NB_STATUS_OOM set when memory runs out. */
+nb_tensor *nb_tape_tensor(nb_tape *t, int ndim, const int *shape);
+/* Raw scratch memory in the arena (64-byte aligned). */
+void *nb_tape_scratch(nb_tape *t, size_t bytes);
+
+/* Gradient recording on/off (no_grad for evaluation). Returns the old value. */
+int nb_tape_set_grad(nb_tape *t, int enabled);
+int nb_tape_grad_enabled(const nb_tape *t);
+
+/* Should an op with these inputs record a node? (grad enabled and some input
+ * requires grad). Inputs may be NULL. */
+int nb_tape_wants(const nb_tape *t, const nb_tensor *a, const nb_tensor *b,
+                  const nb_tensor *c);
+/* Record a node for `out` (sets out->requires_grad). Returns the node so the
+ * op can attach saved state; NULL on OOM. */
+nb_node *nb_tape_record(nb_tape *t, const nb_op_def *op, nb_tensor *out,
+                        nb_tensor *in0, nb_tensor *in1, nb_tensor *in2);
+
+/* The gradient buffer of t: the parameter's own for parameters, else a
+ * zeroed buffer from the tape's pool, made on first use. */
+float *nb_tape_grad(nb_tape *tape, nb_tensor *t);
+
+/* Reverse pass from a scalar (numel 1) loss: d(loss) = 1. */
+nb_status nb_backward(nb_tape *t, nb_tensor *loss);
+/* Reverse pass from any tensor with a given upstream gradient (numel of
+ * out); the seed is copied. */
+nb_status nb_backward_seed(nb_tape *t, nb_tensor *out, const float *seed);
+
+size_t nb_tape_nodes(const nb_tape *t);
+/* Bytes of gradient buffers held by the pool (all sizes). */
+size_t nb_tape_pool_bytes(const nb_tape *t);
+
+/* ---------------------------------------------------------- gradcheck */
+
+/* Builds the graph from `inputs` on `tape` and returns the output tensor
+ * (any shape). Called with gradients enabled once and in no-grad mode for
+ * each perturbation. */
+typedef nb_tensor *(*nb_gradcheck_fn)(nb_tape *tape, nb_tensor **inputs, void *user);
+
+typedef struct {
+    double eps;        /* perturbation (default 1e-2) */
+    double tol;        /* max symmetric relative error (default 1e-2) */
+    double atol;       /* errors below atol * max|analytic grad| of the input
+                          are float noise and ignored (default 1e-3) */
+    int max_samples;   /* elements checked per input (default 64, 0 = all) */
+    uint64_t seed;     /* sampling and the random projection of the output */
+} nb_gradcheck_opts;
+
+typedef struct {
+    int checked;
+    int skipped;       /* elements near a kink (one-sided slopes disagree) */
+    double max_err;    /* worst symmetric relative error seen */
+    int worst_input, worst_index;
+    double worst_analytic, worst_numeric;
+} nb_gradcheck_result;
+
+nb_gradcheck_opts nb_gradcheck_opts_default(void);
+/* Compares analytic gradients of L = sum(out * r) (r fixed random, summed in
+ * double) with central differences for each input with requires_grad.
+ * Inputs are caller-owned heap tensors. Returns NB_OK when all checked
+ * elements agree, NB_STATUS_NUMERIC with a message naming input and element
+ * otherwise. The tape is reset before return. */
+nb_status nb_gradcheck(nb_tape *tape, nb_gradcheck_fn fn, void *user,
+                       nb_tensor **inputs, int n_inputs,
+                       const nb_gradcheck_opts *opts, nb_gradcheck_result *res);
+
+#endif /* NB_AUTOGRAD_H */

@@ -1,0 +1,173 @@
+/* The tape: node list, arena, gradient pool, the reverse walk. */
+#include "nb_autograd.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Gradient buffers of non-parameter tensors come from a pool of blocks
+ * reused by exact size. A tensor's gradient is complete once the node that
+ * produced it runs backward (every consumer comes later on the tape), so the
+ * walk hands it back right after: peak memory holds a few gradients, not
+ * one per activation. */
+typedef struct {
+    float *data;
+    size_t bytes;
+    int in_use;
+} pool_block;
+
+struct nb_tape {
+    nb_arena *arena;
+    nb_node *nodes;
+    size_t n_nodes, cap_nodes;
+    pool_block *blocks;
+    size_t n_blocks, cap_blocks;
+    int grad_enabled;
+};
+
+nb_tape *nb_tape_new(void) {
+    nb_tape *t = nb_calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->arena = nb_arena_new((size_t)64 << 20);
+    if (!t->arena) {
+        nb_free(t);
+        return NULL;
+    }
+    t->grad_enabled = 1;
+    return t;
+}
+
+void nb_tape_free(nb_tape *t) {
+    if (!t) return;
+    for (size_t i = 0; i < t->n_blocks; i++) nb_free(t->blocks[i].data);
+    nb_free(t->blocks);
+    nb_free(t->nodes);
+    nb_arena_free(t->arena);
+    nb_free(t);
+}
+
+void nb_tape_reset(nb_tape *t) {
+    t->n_nodes = 0;
+    for (size_t i = 0; i < t->n_blocks; i++) t->blocks[i].in_use = 0;
+    nb_arena_reset(t->arena);
+}
+
+nb_arena *nb_tape_arena(nb_tape *t) { return t->arena; }
+
+nb_tensor *nb_tape_tensor(nb_tape *t, int ndim, const int *shape) {
+    return nb_tensor_arena(t->arena, ndim, shape);
+}
+
+void *nb_tape_scratch(nb_tape *t, size_t bytes) { return nb_arena_alloc(t->arena, bytes); }
+
+int nb_tape_set_grad(nb_tape *t, int enabled) {
+    int old = t->grad_enabled;
+    t->grad_enabled = enabled;
+    return old;
+}
+
+int nb_tape_grad_enabled(const nb_tape *t) { return t->grad_enabled; }
+
+int nb_tape_wants(const nb_tape *t, const nb_tensor *a, const nb_tensor *b, const nb_tensor *c) {
+    if (!t->grad_enabled) return 0;
+    return (a && a->requires_grad) || (b && b->requires_grad) || (c && c->requires_grad);
+}
+
+nb_node *nb_tape_record(nb_tape *t, const nb_op_def *op, nb_tensor *out, nb_tensor *in0,
+                        nb_tensor *in1, nb_tensor *in2) {
+    if (t->n_nodes == t->cap_nodes) {
+        size_t cap = t->cap_nodes ? 2 * t->cap_nodes : 256;
+        nb_node *n = nb_realloc(t->nodes, cap * sizeof *n);
+        if (!n) return NULL;
+        t->nodes = n;
+        t->cap_nodes = cap;
+    }
+    nb_node *n = &t->nodes[t->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->out = out;
+    n->in[0] = in0;
+    n->in[1] = in1;
+    n->in[2] = in2;
+    out->requires_grad = 1;
+    return n;
+}
+
+static float *pool_get(nb_tape *t, size_t bytes) {
+    for (size_t i = 0; i < t->n_blocks; i++) {
+        pool_block *b = &t->blocks[i];
+        if (!b->in_use && b->bytes == bytes) {
+            b->in_use = 1;
+            return b->data;
+        }
+    }
+    if (t->n_blocks == t->cap_blocks) {
+        size_t cap = t->cap_blocks ? 2 * t->cap_blocks : 32;
+        pool_block *nb = nb_realloc(t->blocks, cap * sizeof *nb);
+        if (!nb) return NULL;
+        t->blocks = nb;
+        t->cap_blocks = cap;
+    }
+    float *d = nb_malloc(bytes);
+    if (!d) return NULL;
+    t->blocks[t->n_blocks++] = (pool_block){d, bytes, 1};
+    return d;
+}
+
+static void pool_put(nb_tape *t, float *d) {
+    for (size_t i = 0; i < t->n_blocks; i++)
+        if (t->blocks[i].data == d) {
+            t->blocks[i].in_use = 0;
+            return;
+        }
+    NB_ASSERT(0, "gradient buffer %p not from this tape's pool", (void *)d);
+}
+
+float *nb_tape_grad(nb_tape *tape, nb_tensor *t) {
+    if (t->grad) return t->grad;
+    NB_ASSERT(!t->is_param, "parameter %s has no gradient buffer", t->name ? t->name : "?");
+    float *g = pool_get(tape, t->numel * sizeof(float));
+    NB_ASSERT(g, "out of memory for a gradient of %zu floats", t->numel);
+    memset(g, 0, t->numel * sizeof(float));
+    t->grad = g;
+    t->grad_pooled = 1;
+    return g;
+}
+
+size_t nb_tape_nodes(const nb_tape *t) { return t->n_nodes; }
+
+size_t nb_tape_pool_bytes(const nb_tape *t) {
+    size_t s = 0;
+    for (size_t i = 0; i < t->n_blocks; i++) s += t->blocks[i].bytes;
+    return s;
+}
+
+static nb_status walk(nb_tape *t) {
+    for (size_t i = t->n_nodes; i-- > 0;) {
+        nb_node *n = &t->nodes[i];
+        if (!n->out->grad) continue; /* nothing flowed into this output */
+        n->op->backward(t, n);
+        if (n->out->grad_pooled) {
+            pool_put(t, n->out->grad);
+            n->out->grad = NULL;
+            n->out->grad_pooled = 0;
+        }
+    }
+    return NB_OK;
+}
+
+nb_status nb_backward_seed(nb_tape *t, nb_tensor *out, const float *seed) {
+    if (!out->requires_grad)
+        return nb_set_error(NB_STATUS_INTERNAL, "backward from a tensor that does not require grad");
+    float *g = nb_tape_grad(t, out);
+    memcpy(g, seed, out->numel * sizeof(float));
+    return walk(t);
+}
+
+nb_status nb_backward(nb_tape *t, nb_tensor *loss) {
+    if (loss->numel != 1)
+        return nb_set_error(NB_STATUS_INTERNAL, "backward needs a scalar loss, got %zu elements", loss->numel);
+    if (!isfinite(loss->data[0]))
+        return nb_set_error(NB_STATUS_NUMERIC, "loss is %f", (double)loss->data[0]);
+    const float one = 1.0f;
+    return nb_backward_seed(t, loss, &one);
+}

@@ -1,0 +1,240 @@
+/* Models: the parameter registry, contiguous parameter/gradient blocks,
+ * initialisation, module forwards (with their hooks) and the build table. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+nb_model_opts nb_model_opts_default(void) {
+    return (nb_model_opts){.num_classes = 10, .in_channels = 3, .input_size = 32,
+                           .shortcut = NB_SHORTCUT_A, .stem = NB_STEM_AUTO,
+                           .bn_momentum = 0.1f, .bn_eps = 1e-5f, .width = 16};
+}
+
+nb_model *nb_model_begin(const char *arch, const nb_model_opts *o) {
+    nb_model *m = nb_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    snprintf(m->arch, sizeof m->arch, "%s", arch);
+    m->opts = *o;
+    m->training = 1;
+    return m;
+}
+
+static nb_tensor *add_entry(nb_model *m, const char *prefix, const char *leaf, int ndim,
+                            const int *shape, nb_entry_kind kind, nb_init init, int no_decay) {
+    if (m->n_entries == m->cap_entries) {
+        int cap = m->cap_entries ? 2 * m->cap_entries : 64;
+        nb_entry *e = nb_realloc(m->entries, sizeof *e * (size_t)cap);
+        NB_ASSERT(e, "model registry: %s", nb_last_error());
+        m->entries = e;
+        m->cap_entries = cap;
+    }
+    nb_entry *e = &m->entries[m->n_entries++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s.%s", prefix, leaf);
+    e->t = nb_calloc(1, sizeof(nb_tensor));
+    NB_ASSERT(e->t, "model registry: %s", nb_last_error());
+    nb_tensor_wrap(e->t, NULL, ndim, shape);
+    e->t->name = e->name; /* stable: entries only move before finalize */
+    e->kind = kind;
+    e->init = init;
+    e->no_decay = no_decay;
+    if (ndim >= 2) {
+        size_t rf = ndim == 4 ? (size_t)shape[2] * shape[3] : 1;
+        e->fan_in = (int)(shape[1] * rf);
+        e->fan_out = (int)(shape[0] * rf);
+    }
+    return e->t;
+}
+
+static void add_module(nb_model *m, nb_module *mod, nb_module_type type, const char *name) {
+    mod->type = type;
+    snprintf(mod->name, sizeof mod->name, "%s", name);
+    if (m->n_modules == m->cap_modules) {
+        int cap = m->cap_modules ? 2 * m->cap_modules : 32;
+        nb_module **p = nb_realloc(m->modules, sizeof *p * (size_t)cap);
+        NB_ASSERT(p, "model modules: %s", nb_last_error());
+        m->modules = p;
+        m->cap_modules = cap;
+    }
+    m->modules[m->n_modules++] = mod;
+}
+
+nb_conv2d_module *nb_model_add_conv(nb_model *m, const char *name, int in_c, int out_c, int k,
+                                    int stride, int pad, int bias) {
+    nb_conv2d_module *c = nb_calloc(1, sizeof *c);
+    NB_ASSERT(c, "conv module: %s", nb_last_error());
+    add_module(m, &c->base, NB_MOD_CONV2D, name);
+    c->weight = add_entry(m, name, "weight", 4, (int[]){out_c, in_c, k, k}, NB_ENTRY_PARAM,
+                          NB_INIT_KAIMING_CONV, 0);
+    if (bias) c->bias = add_entry(m, name, "bias", 1, (int[]){out_c}, NB_ENTRY_PARAM, NB_INIT_ZERO, 1);
+    c->p = (nb_conv2d_params){.stride = stride, .pad = pad};
+    return c;
+}
+
+nb_linear_module *nb_model_add_linear(nb_model *m, const char *name, int in_f, int out_f, int bias) {
+    nb_linear_module *l = nb_calloc(1, sizeof *l);
+    NB_ASSERT(l, "linear module: %s", nb_last_error());
+    add_module(m, &l->base, NB_MOD_LINEAR, name);
+    l->weight = add_entry(m, name, "weight", 2, (int[]){out_f, in_f}, NB_ENTRY_PARAM, NB_INIT_LINEAR, 0);
+    if (bias) {
+        l->bias = add_entry(m, name, "bias", 1, (int[]){out_f}, NB_ENTRY_PARAM, NB_INIT_LINEAR, 1);
+        m->entries[m->n_entries - 1].fan_in = in_f;
+    }
+    return l;
+}
+
+nb_bn_module *nb_model_add_bn(nb_model *m, const char *name, int c) {
+    nb_bn_module *b = nb_calloc(1, sizeof *b);
+    NB_ASSERT(b, "batchnorm module: %s", nb_last_error());
+    add_module(m, &b->base, NB_MOD_BATCHNORM2D, name);
+    b->weight = add_entry(m, name, "weight", 1, (int[]){c}, NB_ENTRY_PARAM, NB_INIT_ONE, 1);
+    b->bias = add_entry(m, name, "bias", 1, (int[]){c}, NB_ENTRY_PARAM, NB_INIT_ZERO, 1);
+    b->running_mean = add_entry(m, name, "running_mean", 1, (int[]){c}, NB_ENTRY_BUFFER, NB_INIT_ZERO, 0);
+    b->running_var = add_entry(m, name, "running_var", 1, (int[]){c}, NB_ENTRY_BUFFER, NB_INIT_ONE, 0);
+    b->num_batches_tracked = add_entry(m, name, "num_batches_tracked", 0, NULL, NB_ENTRY_BUFFER, NB_INIT_ZERO, 0);
+    b->momentum = m->opts.bn_momentum;
+    b->eps = m->opts.bn_eps;
+    return b;
+}
+
+static void init_entry(nb_entry *e, nb_rng *rng) {
+    nb_tensor *t = e->t;
+    switch (e->init) {
+    case NB_INIT_KAIMING_CONV:
+        nb_tensor_fill_normal(t, rng, 0.0f, sqrtf(2.0f / (float)e->fan_out));
+        break;
+    case NB_INIT_LINEAR: {
+        float bound = 1.0f / sqrtf((float)e->fan_in);
+        nb_tensor_fill_uniform(t, rng, -bound, bound);
+        break;
+    }
+    case NB_INIT_ONE:
+        nb_tensor_fill(t, 1.0f);
+        break;
+    case NB_INIT_ZERO:
+    case NB_INIT_NONE:
+    case NB_INIT_COUNT:
+        nb_tensor_zero(t);
+        break;
+    }
+}
+
+nb_status nb_model_finalize(nb_model *m, nb_rng *rng) {
+    size_t np = 0, nbuf = 0;
+    for (int i = 0; i < m->n_entries; i++) {
+        nb_entry *e = &m->entries[i];
+        e->t->name = e->name; /* entries may have moved while growing */
+        if (e->kind == NB_ENTRY_PARAM)
+            np += e->t->numel;
+        else
+            nbuf += e->t->numel;
+    }
+    m->param_data = nb_calloc(np ? np : 1, sizeof(float));
+    m->param_grad = nb_calloc(np ? np : 1, sizeof(float));
+    m->buffer_data = nb_calloc(nbuf ? nbuf : 1, sizeof(float));
+    if (!m->param_data || !m->param_grad || !m->buffer_data) return NB_STATUS_OOM;
+    m->n_param_floats = np;
+    m->n_buffer_floats = nbuf;
+    size_t op = 0, ob = 0;
+    for (int i = 0; i < m->n_entries; i++) {
+        nb_entry *e = &m->entries[i];
+        if (e->kind == NB_ENTRY_PARAM) {
+            e->t->data = m->param_data + op;
+            e->t->grad = m->param_grad + op;
+            e->t->requires_grad = 1;
+            e->t->is_param = 1;
+            op += e->t->numel;
+        } else {
+            e->t->data = m->buffer_data + ob;
+            ob += e->t->numel;
+        }
+        init_entry(e, rng);
+    }
+    return NB_OK;
+}
+
+void nb_model_free(nb_model *m) {
+    if (!m) return;
+    if (m->net_free) m->net_free(m->net);
+    for (int i = 0; i < m->n_entries; i++) nb_free(m->entries[i].t);
+    for (int i = 0; i < m->n_modules; i++) nb_free(m->modules[i]);
+    nb_free(m->entries);
+    nb_free(m->modules);
+    nb_free(m->param_data);
+    nb_free(m->param_grad);
+    nb_free(m->buffer_data);
+    nb_free(m);
+}
+
+static nb_tensor *apply_hook(const nb_hook *h, nb_tape *t, nb_tensor *x) {
+    return h->fn ? h->fn(h->state, t, x) : x;
+}
+
+nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *x) {
+    nb_tensor *xi = apply_hook(&m->base.input_hook, t, x);
+    nb_tensor *w = apply_hook(&m->base.weight_hook, t, m->weight);
+    nb_tensor *y = nb_conv2d(t, xi, w, m->bias, &m->p);
+    m->base.macs = (double)y->shape[1] * y->shape[2] * y->shape[3] * w->shape[1] * w->shape[2] * w->shape[3];
+    return y;
+}
+
+nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x) {
+    nb_tensor *xi = apply_hook(&m->base.input_hook, t, x);
+    nb_tensor *w = apply_hook(&m->base.weight_hook, t, m->weight);
+    m->base.macs = (double)w->shape[0] * w->shape[1];
+    return nb_linear(t, xi, w, m->bias);
+}
+
+nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training) {
+    nb_bn_params p = {.momentum = m->momentum, .eps = m->eps, .training = training};
+    if (training) m->num_batches_tracked->data[0] += 1.0f;
+    return nb_batchnorm2d(t, x, m->weight, m->bias, m->running_mean->data, m->running_var->data, &p);
+}
+
+nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
+    char s1[64];
+    NB_ASSERT(x->ndim == 4 && x->shape[1] == m->opts.in_channels,
+              "model %s: input %s does not have %d channels", m->arch, NB_SHAPE(x, s1), m->opts.in_channels);
+    return m->forward(m, t, x);
+}
+
+void nb_model_train(nb_model *m, int training) { m->training = training; }
+
+void nb_model_zero_grad(nb_model *m) { memset(m->param_grad, 0, sizeof(float) * m->n_param_floats); }
+
+size_t nb_model_param_count(const nb_model *m) { return m->n_param_floats; }
+
+nb_entry *nb_model_find(nb_model *m, const char *name) {
+    for (int i = 0; i < m->n_entries; i++)
+        if (!strcmp(m->entries[i].name, name)) return &m->entries[i];
+    return NULL;
+}
+
+double nb_model_macs(nb_model *m, int h, int w) {
+    nb_tape *t = nb_tape_new();
+    nb_tensor *x = nb_tensor_new(4, (int[]){1, m->opts.in_channels, h, w});
+    NB_ASSERT(t && x, "model macs: %s", nb_last_error());
+    int was = m->training;
+    nb_model_train(m, 0);
+    nb_tape_set_grad(t, 0);
+    for (int i = 0; i < m->n_modules; i++) m->modules[i]->macs = 0.0;
+    nb_model_forward(m, t, x);
+    nb_model_train(m, was);
+    double total = 0.0;
+    for (int i = 0; i < m->n_modules; i++) total += m->modules[i]->macs;
+    nb_tensor_free(x);
+    nb_tape_free(t);
+    return total;
+}
+
+void nb_model_summary(const nb_model *m) {
+    nb_log(NB_LOG_INFO, "%-36s %-20s %10s", "parameter", "shape", "count");
+    for (int i = 0; i < m->n_entries; i++) {
+        const nb_entry *e = &m->entries[i];
+        if (e->kind != NB_ENTRY_PARAM) continue;
+        char s[64];
+        nb_log(NB_LOG_INFO, "%-36s %-20s %10zu", e->name, nb_shape_str(e->t, s, sizeof s), e->t->numel);
+    }
+    nb_log(NB_LOG_INFO, "%s: %zu parameters", m->arch, m->n_param_floats);
+}

@@ -1,0 +1,225 @@
+/*
+ * nb_layers.h — differentiable ops, modules and model builders.
+ *
+ * Ops take the tape, borrow their inputs and return an output tensor in the
+ * tape's arena (valid until nb_tape_reset). When gradients are enabled and
+ * an input requires grad they record a node whose backward kernel
+ * accumulates into the inputs' gradients. Shape errors are programmer
+ * errors (the builders check shapes) and assert.
+ *
+ * Models hold their parameters in one contiguous block (and their gradients
+ * in another), registered under PyTorch state_dict names such as
+ * "layer2.0.conv1.weight".
+ *
+ * Example:
+ *     nb_model *m = nb_model_build("resnet20", &nb_model_opts_default(), &rng);
+ *     nb_tensor *logits = nb_model_forward(m, tape, images);   // (N, classes)
+ *     nb_tensor *loss = nb_cross_entropy(tape, logits, labels, 0.0f);
+ *     nb_backward(tape, loss);
+ *     nb_model_free(m);
+ */
+#ifndef NB_LAYERS_H
+#define NB_LAYERS_H
+
+#include "nb_autograd.h"
+
+/* ------------------------------------------------------------------ ops */
+
+typedef struct {
+    int stride;  /* >= 1 */
+    int pad;     /* zero padding on each side */
+} nb_conv2d_params;
+
+/* y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW)) + b (OC) or
+ * no bias when b is NULL. OH = (H + 2 pad - KH) / stride + 1. */
+nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
+                     const nb_conv2d_params *p);
+
+/* y (N, OUT) = x (N, IN) w^T (w: (OUT, IN)) + b (OUT) (b may be NULL). */
+nb_tensor *nb_linear(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b);
+
+/* Batch normalisation over (N, H, W) per channel of x (N, C, H, W).
+ * training: normalise with the batch statistics and update the running
+ * ones: r <- (1 - momentum) r + momentum * stat (unbiased variance, as
+ * PyTorch); otherwise normalise with running_mean/var. gamma/beta (C). */
+typedef struct {
+    float momentum; /* default 0.1 */
+    float eps;      /* default 1e-5 */
+    int training;
+} nb_bn_params;
+
+nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
+                          float *running_mean, float *running_var, const nb_bn_params *p);
+
+/* max(x, 0). inplace: the output shares x's data (x must not be needed by
+ * anyone else afterwards; its own producer's backward must not read it). */
+nb_tensor *nb_relu(nb_tape *t, nb_tensor *x, int inplace);
+/* a + b, same shapes. */
+nb_tensor *nb_add(nb_tape *t, nb_tensor *a, nb_tensor *b);
+/* Max pooling (N, C, H, W) -> (N, C, OH, OW), padding counts as -inf. */
+nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad);
+/* Mean over H, W: (N, C, H, W) -> (N, C). */
+nb_tensor *nb_global_avgpool(nb_tape *t, nb_tensor *x);
+/* (N, ...) -> (N, prod(...)). */
+nb_tensor *nb_flatten(nb_tape *t, nb_tensor *x);
+/* ResNet option-A shortcut: keep every stride-th pixel, zero-pad channels to
+ * out_c (pad split (out_c - C) / 2 before, the rest after). */
+nb_tensor *nb_shortcut_pad(nb_tape *t, nb_tensor *x, int stride, int out_c);
+/* Mean softmax cross-entropy of logits (N, K) against labels (N) in [0, K),
+ * with label smoothing eps: target = (1 - eps) onehot + eps / K. Scalar. */
+nb_tensor *nb_cross_entropy(nb_tape *t, nb_tensor *logits, const int32_t *labels,
+                            float label_smoothing);
+
+/* ---------------------------------------------------------- model */
+
+typedef enum {
+    NB_INIT_NONE = 0,
+    NB_INIT_KAIMING_CONV, /* normal(0, sqrt(2 / fan_out)), torchvision's choice */
+    NB_INIT_LINEAR,       /* uniform(+-1/sqrt(fan_in)), PyTorch's Linear default */
+    NB_INIT_ZERO,
+    NB_INIT_ONE,
+    NB_INIT_COUNT
+} nb_init;
+
+typedef enum {
+    NB_ENTRY_PARAM = 0,  /* trained: has a gradient */
+    NB_ENTRY_BUFFER,     /* state (running statistics): saved, not trained */
+    NB_ENTRY_COUNT
+} nb_entry_kind;
+
+typedef struct {
+    char name[96];     /* state_dict name, e.g. "layer1.0.bn1.running_mean" */
+    nb_tensor *t;      /* data in the model's block */
+    nb_entry_kind kind;
+    nb_init init;
+    int fan_in, fan_out;
+    int no_decay;      /* biases and batchnorm parameters */
+} nb_entry;
+
+/* A hook that replaces a tensor on its way into an op (the quantization pass
+ * installs fake-quant here; layers/ holds no quantization math). */
+typedef nb_tensor *(*nb_hook_fn)(void *state, nb_tape *t, nb_tensor *x);
+typedef struct {
+    nb_hook_fn fn;  /* NULL: identity */
+    void *state;
+} nb_hook;
+
+typedef enum {
+    NB_MOD_CONV2D = 0,
+    NB_MOD_LINEAR,
+    NB_MOD_BATCHNORM2D,
+    NB_MOD_COUNT
+} nb_module_type;
+
+/* The header every layer module starts with. */
+typedef struct nb_module {
+    nb_module_type type;
+    char name[80];      /* dotted path, e.g. "layer1.0.conv1" */
+    nb_hook weight_hook;
+    nb_hook input_hook;
+    double macs;        /* multiply-accumulates per image, last forward */
+} nb_module;
+
+typedef struct {
+    nb_module base;
+    nb_tensor *weight;  /* (OC, C, KH, KW) */
+    nb_tensor *bias;    /* (OC) or NULL */
+    nb_conv2d_params p;
+} nb_conv2d_module;
+
+typedef struct {
+    nb_module base;
+    nb_tensor *weight;  /* (OUT, IN) */
+    nb_tensor *bias;    /* (OUT) or NULL */
+} nb_linear_module;
+
+typedef struct {
+    nb_module base;
+    nb_tensor *weight, *bias;              /* gamma, beta (C) */
+    nb_tensor *running_mean, *running_var; /* (C) buffers */
+    nb_tensor *num_batches_tracked;        /* (1) buffer, a float count */
+    float momentum, eps;
+} nb_bn_module;
+
+nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *x);
+nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x);
+nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training);
+
+typedef enum {
+    NB_SHORTCUT_A = 0, /* subsample + zero-pad, parameter-free */
+    NB_SHORTCUT_B,     /* 1x1 conv + batchnorm */
+    NB_SHORTCUT_COUNT
+} nb_shortcut;
+
+typedef enum {
+    NB_STEM_AUTO = 0,  /* from the input size: >= 128 px ImageNet, else CIFAR */
+    NB_STEM_IMAGENET,  /* 7x7 stride 2 + 3x3 maxpool stride 2 */
+    NB_STEM_CIFAR,     /* 3x3 stride 1, no maxpool */
+    NB_STEM_COUNT
+} nb_stem;
+
+typedef struct {
+    int num_classes;      /* default 10 */
+    int in_channels;      /* default 3 */
+    int input_size;       /* H = W, default 32 (used for the stem choice) */
+    nb_shortcut shortcut; /* CIFAR ResNets; default A */
+    nb_stem stem;         /* ImageNet ResNets; default AUTO */
+    float bn_momentum;    /* default 0.1 */
+    float bn_eps;         /* default 1e-5 */
+    int width;            /* small CNN base width, default 16 */
+} nb_model_opts;
+
+nb_model_opts nb_model_opts_default(void);
+
+typedef struct nb_model nb_model;
+typedef nb_tensor *(*nb_forward_fn)(nb_model *m, nb_tape *t, nb_tensor *x);
+
+struct nb_model {
+    char arch[32];
+    nb_model_opts opts;
+    nb_entry *entries;          /* parameters and buffers, registration order */
+    int n_entries, cap_entries;
+    nb_module **modules;        /* conv/linear/bn modules, forward order */
+    int n_modules, cap_modules;
+    float *param_data, *param_grad; /* contiguous blocks, n_param_floats each */
+    size_t n_param_floats;
+    float *buffer_data;
+    size_t n_buffer_floats;
+    int training;
+    nb_forward_fn forward;
+    void *net;                  /* architecture-specific structure */
+    void (*net_free)(void *net);
+};
+
+/* Build a model by architecture name: resnet20/32/44/56 (CIFAR layout),
+ * resnet18/34 (ImageNet layout), smallcnn. Parameters initialised from rng.
+ * Owned; NULL with NB_STATUS_BAD_INPUT for an unknown name or bad option. */
+nb_model *nb_model_build(const char *arch, const nb_model_opts *o, nb_rng *rng);
+void nb_model_free(nb_model *m);
+/* Names of the architectures nb_model_build knows, NULL-terminated. */
+const char *const *nb_model_archs(void);
+
+/* logits (N, classes) from images (N, C, H, W). Records on the tape when
+ * gradients are enabled and the model is in training mode or params need
+ * grad. */
+nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x);
+void nb_model_train(nb_model *m, int training);
+void nb_model_zero_grad(nb_model *m);
+size_t nb_model_param_count(const nb_model *m);
+nb_entry *nb_model_find(nb_model *m, const char *name);
+/* Forward multiply-accumulates per image for an input of size h x w. */
+double nb_model_macs(nb_model *m, int h, int w);
+/* Print the per-layer table (name, shape, params) with nb_log. */
+void nb_model_summary(const nb_model *m);
+
+/* Builder API (for model files): register modules during construction, then
+ * nb_model_finalize() allocates the blocks and initialises. */
+nb_model *nb_model_begin(const char *arch, const nb_model_opts *o);
+nb_conv2d_module *nb_model_add_conv(nb_model *m, const char *name, int in_c, int out_c,
+                                    int k, int stride, int pad, int bias);
+nb_linear_module *nb_model_add_linear(nb_model *m, const char *name, int in_f, int out_f,
+                                      int bias);
+nb_bn_module *nb_model_add_bn(nb_model *m, const char *name, int c);
+nb_status nb_model_finalize(nb_model *m, nb_rng *rng);
+
+#endif /* NB_LAYERS_H */

@@ -1,0 +1,16 @@
+/* The op table: one entry per op, name and backward kernel. */
+#include "internal.h"
+
+const nb_op_def nb_op_table[NB_OP_COUNT] = {
+    [NB_OP_CONV2D] = {"conv2d", nb_conv2d_backward},
+    [NB_OP_LINEAR] = {"linear", nb_linear_backward},
+    [NB_OP_BATCHNORM2D] = {"batchnorm2d", nb_batchnorm2d_backward},
+    [NB_OP_RELU] = {"relu", nb_relu_backward},
+    [NB_OP_ADD] = {"add", nb_add_backward},
+    [NB_OP_MAXPOOL2D] = {"maxpool2d", nb_maxpool2d_backward},
+    [NB_OP_GLOBAL_AVGPOOL] = {"global_avgpool", nb_global_avgpool_backward},
+    [NB_OP_FLATTEN] = {"flatten", nb_flatten_backward},
+    [NB_OP_SHORTCUT_PAD] = {"shortcut_pad", nb_shortcut_pad_backward},
+    [NB_OP_CROSS_ENTROPY] = {"cross_entropy", nb_cross_entropy_backward},
+};
+_Static_assert(sizeof nb_op_table / sizeof nb_op_table[0] == NB_OP_COUNT, "one entry per op");
