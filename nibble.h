@@ -5,5 +5,6 @@
 #include "nb_core.h"
 #include "nb_autograd.h"
 #include "nb_layers.h"
+#include "nb_optim.h"
 
 #endif

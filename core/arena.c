@@ -6,6 +6,19 @@
 
 #define ARENA_ALIGN 64
 
+/* Under AddressSanitizer every allocation is followed by a poisoned red
+ * zone, so an op that writes past its tensor is caught like a heap overflow. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define REDZONE 64
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define REDZONE 0
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 typedef struct chunk {
     struct chunk *next;
     size_t size; /* usable bytes after the header */
@@ -48,19 +61,21 @@ void nb_arena_free(nb_arena *a) {
 }
 
 void *nb_arena_alloc(nb_arena *a, size_t bytes) {
-    size_t need = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (need == 0) need = ARENA_ALIGN;
+    size_t need = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN + REDZONE;
+    if (need == REDZONE) need += ARENA_ALIGN;
     chunk *c = a->head;
     if (!c || c->size - c->used < need) {
         size_t sz = need > a->chunk_bytes ? need : a->chunk_bytes;
         chunk *n = chunk_new(sz);
         if (!n) return NULL;
+        POISON((char *)n + HDR, sz);
         n->next = a->head;
         a->head = n;
         a->capacity += sz;
         c = n;
     }
     void *p = (char *)c + HDR + c->used;
+    UNPOISON(p, bytes);
     c->used += need;
     a->used += need;
     if (a->used > a->peak) a->peak = a->used;
@@ -75,6 +90,7 @@ void nb_arena_reset(nb_arena *a) {
         for (chunk *c = a->head; c; c = c->next) total += c->size;
         chunk *one = chunk_new(total);
         if (one) {
+            POISON((char *)one + HDR, total);
             for (chunk *c = a->head, *n; c; c = n) {
                 n = c->next;
                 nb_free(c);
@@ -83,7 +99,10 @@ void nb_arena_reset(nb_arena *a) {
             a->capacity = total;
         }
     }
-    for (chunk *c = a->head; c; c = c->next) c->used = 0;
+    for (chunk *c = a->head; c; c = c->next) {
+        c->used = 0;
+        POISON((char *)c + HDR, c->size);
+    }
     /* After a failed merge, allocation restarts in the newest chunk only;
      * older chunks stay reserved until the next successful merge. */
     a->used = 0;
