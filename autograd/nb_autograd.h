@@ -75,6 +75,10 @@ nb_node *nb_tape_record(nb_tape *t, const nb_op_def *op, nb_tensor *out,
 /* The gradient buffer of t: the parameter's own for parameters, else a
  * zeroed buffer from the tape's pool, made on first use. */
 float *nb_tape_grad(nb_tape *tape, nb_tensor *t);
+/* Like nb_tape_grad, but a buffer made by this call is not zeroed: *fresh
+ * is set to 1 and the caller must write (=) every element instead of adding
+ * (+=). Saves a pass over memory in the kernels that can use it. */
+float *nb_tape_grad_fresh(nb_tape *tape, nb_tensor *t, int *fresh);
 
 /* Reverse pass from a scalar (numel 1) loss: d(loss) = 1. */
 nb_status nb_backward(nb_tape *t, nb_tensor *loss);

@@ -122,14 +122,22 @@ static void pool_put(nb_tape *t, float *d) {
     NB_ASSERT(0, "gradient buffer %p not from this tape's pool", (void *)d);
 }
 
-float *nb_tape_grad(nb_tape *tape, nb_tensor *t) {
+float *nb_tape_grad_fresh(nb_tape *tape, nb_tensor *t, int *fresh) {
+    *fresh = 0;
     if (t->grad) return t->grad;
     NB_ASSERT(!t->is_param, "parameter %s has no gradient buffer", t->name ? t->name : "?");
     float *g = pool_get(tape, t->numel * sizeof(float));
     NB_ASSERT(g, "out of memory for a gradient of %zu floats", t->numel);
-    memset(g, 0, t->numel * sizeof(float));
     t->grad = g;
     t->grad_pooled = 1;
+    *fresh = 1;
+    return g;
+}
+
+float *nb_tape_grad(nb_tape *tape, nb_tensor *t) {
+    int fresh;
+    float *g = nb_tape_grad_fresh(tape, t, &fresh);
+    if (fresh) memset(g, 0, t->numel * sizeof(float));
     return g;
 }
 

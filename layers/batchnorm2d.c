@@ -1,6 +1,7 @@
-/* batchnorm2d over (N, H, W) per channel; channels split across threads.
- * Statistics are accumulated in double per channel, so the result does not
- * depend on the thread count. */
+/* batchnorm2d over (N, H, W) per channel, optionally fused with a ReLU on
+ * its output; channels split across threads. Per-plane partial sums are
+ * float (vectorised in a fixed order), the per-channel totals double, so
+ * the result does not depend on the thread count. */
 #include <math.h>
 
 #include "internal.h"
@@ -9,7 +10,22 @@ typedef struct {
     float *mean;    /* (C) batch mean (training) or running mean (eval) */
     float *invstd;  /* (C) */
     int training;
+    int relu;       /* the output went through max(., 0): mask dy by y > 0 */
 } bn_saved;
+
+static float plane_sum(const float *x, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+static float plane_sqdev(const float *x, int n, float m) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += (x[i] - m) * (x[i] - m);
+    return s;
+}
 
 nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
                           float *running_mean, float *running_var, const nb_bn_params *p) {
@@ -25,29 +41,16 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
     const size_t cnt = (size_t)N * HW;
     NB_ASSERT(!p->training || cnt > 1, "batchnorm2d: training needs more than one value per channel, got input %s",
               NB_SHAPE(x, s1));
+    const int relu = p->relu;
 
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
     for (int c = 0; c < C; c++) {
         float m, var;
         if (p->training) {
             double s = 0.0, s2 = 0.0;
-            for (int n = 0; n < N; n++) {
-                const float *xp = x->data + ((size_t)n * C + c) * HW;
-                float ps = 0.0f;
-                for (int i = 0; i < HW; i++) ps += xp[i];
-                s += (double)ps;
-            }
-            double md = s / (double)cnt;
-            for (int n = 0; n < N; n++) {
-                const float *xp = x->data + ((size_t)n * C + c) * HW;
-                float ps = 0.0f, mf = (float)md;
-                for (int i = 0; i < HW; i++) {
-                    float d = xp[i] - mf;
-                    ps += d * d;
-                }
-                s2 += (double)ps;
-            }
-            m = (float)md;
+            for (int n = 0; n < N; n++) s += (double)plane_sum(x->data + ((size_t)n * C + c) * HW, HW);
+            m = (float)(s / (double)cnt);
+            for (int n = 0; n < N; n++) s2 += (double)plane_sqdev(x->data + ((size_t)n * C + c) * HW, HW, m);
             var = (float)(s2 / (double)cnt);
             running_mean[c] = (1.0f - p->momentum) * running_mean[c] + p->momentum * m;
             float unbiased = (float)(s2 / (double)(cnt - 1));
@@ -59,11 +62,20 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
         float is = 1.0f / sqrtf(var + p->eps);
         mean[c] = m;
         invstd[c] = is;
-        float a = gamma->data[c] * is, bb = beta->data[c] - m * a;
+        const float a = gamma->data[c] * is, b = beta->data[c] - m * a;
         for (int n = 0; n < N; n++) {
             const float *xp = x->data + ((size_t)n * C + c) * HW;
             float *yp = y->data + ((size_t)n * C + c) * HW;
-            for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + bb;
+            if (relu) {
+#pragma omp simd
+                for (int i = 0; i < HW; i++) {
+                    float v = xp[i] * a + b;
+                    yp[i] = v > 0.0f ? v : 0.0f;
+                }
+            } else {
+#pragma omp simd
+                for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
+            }
         }
     }
 
@@ -71,7 +83,7 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
         nb_node *node = nb_tape_record(t, &nb_op_table[NB_OP_BATCHNORM2D], y, x, gamma, beta);
         bn_saved *s = nb_tape_scratch(t, sizeof *s);
         NB_ASSERT(node && s, "batchnorm2d: %s", nb_last_error());
-        *s = (bn_saved){mean, invstd, p->training};
+        *s = (bn_saved){mean, invstd, p->training, relu};
         node->saved = s;
     }
     return y;
@@ -81,23 +93,35 @@ void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {
     nb_tensor *x = node->in[0], *gamma = node->in[1], *beta = node->in[2];
     const bn_saved *s = node->saved;
     const int N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
-    const float *dy = node->out->grad;
-    float *dx = x->requires_grad ? nb_tape_grad(t, x) : NULL;
+    const float *dy = node->out->grad, *yv = node->out->data;
+    int fresh = 0;
+    float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &fresh) : NULL;
     float *dg = gamma->requires_grad ? nb_tape_grad(t, gamma) : NULL;
     float *dbeta = beta->requires_grad ? nb_tape_grad(t, beta) : NULL;
     const double cnt = (double)N * HW;
+    const int relu = s->relu;
 
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
     for (int c = 0; c < C; c++) {
         const float m = s->mean[c], is = s->invstd[c];
-        double sdy = 0.0, sdyx = 0.0; /* sum dy, sum dy * xhat */
+        double sdy = 0.0, sdyx = 0.0; /* sum g, sum g * (x - mean), g = masked dy */
         for (int n = 0; n < N; n++) {
-            const float *xp = x->data + ((size_t)n * C + c) * HW;
-            const float *dp = dy + ((size_t)n * C + c) * HW;
+            const size_t o = ((size_t)n * C + c) * HW;
+            const float *xp = x->data + o, *dp = dy + o, *yp = yv + o;
             float a = 0.0f, bsum = 0.0f;
-            for (int i = 0; i < HW; i++) {
-                a += dp[i];
-                bsum += dp[i] * (xp[i] - m);
+            if (relu) {
+#pragma omp simd reduction(+ : a, bsum)
+                for (int i = 0; i < HW; i++) {
+                    float g = yp[i] > 0.0f ? dp[i] : 0.0f;
+                    a += g;
+                    bsum += g * (xp[i] - m);
+                }
+            } else {
+#pragma omp simd reduction(+ : a, bsum)
+                for (int i = 0; i < HW; i++) {
+                    a += dp[i];
+                    bsum += dp[i] * (xp[i] - m);
+                }
             }
             sdy += (double)a;
             sdyx += (double)bsum;
@@ -106,25 +130,26 @@ void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {
         if (dg) dg[c] += (float)sdyx;
         if (dbeta) dbeta[c] += (float)sdy;
         if (!dx) continue;
-        const float g = gamma->data[c];
-        if (s->training) {
-            /* dx = g * is * (dy - mean(dy) - xhat * mean(dy * xhat)) */
-            const float k = g * is, mdy = (float)(sdy / cnt), mdyx = (float)(sdyx / cnt);
-            for (int n = 0; n < N; n++) {
-                const float *xp = x->data + ((size_t)n * C + c) * HW;
-                const float *dp = dy + ((size_t)n * C + c) * HW;
-                float *dxp = dx + ((size_t)n * C + c) * HW;
+        /* training: dx = k (g - mean(g) - xhat mean(g xhat)); eval: dx = k g */
+        const float k = gamma->data[c] * is;
+        const float mdy = s->training ? (float)(sdy / cnt) : 0.0f;
+        const float mdyx = s->training ? (float)(sdyx / cnt) * is : 0.0f;
+        for (int n = 0; n < N; n++) {
+            const size_t o = ((size_t)n * C + c) * HW;
+            const float *xp = x->data + o, *dp = dy + o, *yp = yv + o;
+            float *dxp = dx + o;
+            if (fresh) {
+#pragma omp simd
                 for (int i = 0; i < HW; i++) {
-                    float xh = (xp[i] - m) * is;
-                    dxp[i] += k * (dp[i] - mdy - xh * mdyx);
+                    float g = (!relu || yp[i] > 0.0f) ? dp[i] : 0.0f;
+                    dxp[i] = k * (g - mdy - (xp[i] - m) * mdyx);
                 }
-            }
-        } else {
-            const float k = g * is;
-            for (int n = 0; n < N; n++) {
-                const float *dp = dy + ((size_t)n * C + c) * HW;
-                float *dxp = dx + ((size_t)n * C + c) * HW;
-                for (int i = 0; i < HW; i++) dxp[i] += k * dp[i];
+            } else {
+#pragma omp simd
+                for (int i = 0; i < HW; i++) {
+                    float g = (!relu || yp[i] > 0.0f) ? dp[i] : 0.0f;
+                    dxp[i] += k * (g - mdy - (xp[i] - m) * mdyx);
+                }
             }
         }
     }

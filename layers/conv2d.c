@@ -133,7 +133,8 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     const int nt = nb_get_threads();
     const int pointwise = is_pointwise(&g);
     const float *dy = y->grad;
-    float *dx = x->requires_grad ? nb_tape_grad(t, x) : NULL;
+    int dx_fresh = 0; /* a new buffer is zeroed per image, in cache, below */
+    float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &dx_fresh) : NULL;
     float *dw = w->requires_grad ? nb_tape_grad(t, w) : NULL;
     float *db = (b && b->requires_grad) ? nb_tape_grad(t, b) : NULL;
 
@@ -178,8 +179,9 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
             if (dx) {
                 float *dxn = dx + (size_t)n * g.C * g.H * g.W;
                 if (pointwise) {
-                    nb_gemm(1, 0, CKK, OHW, g.OC, 1.0f, w->data, CKK, dyn, OHW, 1.0f, dxn, OHW);
+                    nb_gemm(1, 0, CKK, OHW, g.OC, 1.0f, w->data, CKK, dyn, OHW, dx_fresh ? 0.0f : 1.0f, dxn, OHW);
                 } else {
+                    if (dx_fresh) memset(dxn, 0, sizeof(float) * (size_t)g.C * g.H * g.W);
                     /* dcol (CKK, OHW) = w^T (CKK, OC) * dy_n (OC, OHW) */
                     nb_gemm(1, 0, CKK, OHW, g.OC, 1.0f, w->data, CKK, dyn, OHW, 0.0f, dcol, OHW);
                     col2im_add(&g, dcol, dxn);

@@ -10,6 +10,7 @@ typedef enum {
     NB_OP_BATCHNORM2D,
     NB_OP_RELU,
     NB_OP_ADD,
+    NB_OP_ADD_RELU,
     NB_OP_MAXPOOL2D,
     NB_OP_GLOBAL_AVGPOOL,
     NB_OP_FLATTEN,
@@ -25,6 +26,7 @@ void nb_linear_backward(nb_tape *t, nb_node *n);
 void nb_batchnorm2d_backward(nb_tape *t, nb_node *n);
 void nb_relu_backward(nb_tape *t, nb_node *n);
 void nb_add_backward(nb_tape *t, nb_node *n);
+void nb_add_relu_backward(nb_tape *t, nb_node *n);
 void nb_maxpool2d_backward(nb_tape *t, nb_node *n);
 void nb_global_avgpool_backward(nb_tape *t, nb_node *n);
 void nb_flatten_backward(nb_tape *t, nb_node *n);

@@ -186,8 +186,8 @@ nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *
     return nb_linear(t, xi, w, m->bias);
 }
 
-nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training) {
-    nb_bn_params p = {.momentum = m->momentum, .eps = m->eps, .training = training};
+nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training, int relu) {
+    nb_bn_params p = {.momentum = m->momentum, .eps = m->eps, .training = training, .relu = relu};
     if (training) m->num_batches_tracked->data[0] += 1.0f;
     return nb_batchnorm2d(t, x, m->weight, m->bias, m->running_mean->data, m->running_var->data, &p);
 }

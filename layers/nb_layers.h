@@ -46,6 +46,7 @@ typedef struct {
     float momentum; /* default 0.1 */
     float eps;      /* default 1e-5 */
     int training;
+    int relu;       /* fuse max(y, 0) into the output */
 } nb_bn_params;
 
 nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
@@ -56,6 +57,8 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
 nb_tensor *nb_relu(nb_tape *t, nb_tensor *x, int inplace);
 /* a + b, same shapes. */
 nb_tensor *nb_add(nb_tape *t, nb_tensor *a, nb_tensor *b);
+/* max(a + b, 0) in one pass (the end of a residual block). */
+nb_tensor *nb_add_relu(nb_tape *t, nb_tensor *a, nb_tensor *b);
 /* Max pooling (N, C, H, W) -> (N, C, OH, OW), padding counts as -inf. */
 nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad);
 /* Mean over H, W: (N, C, H, W) -> (N, C). */
@@ -143,7 +146,8 @@ typedef struct {
 
 nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *x);
 nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x);
-nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training);
+/* relu: fuse max(y, 0) (BN followed by ReLU, one pass). */
+nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training, int relu);
 
 typedef enum {
     NB_SHORTCUT_A = 0, /* subsample + zero-pad, parameter-free */

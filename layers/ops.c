@@ -7,6 +7,7 @@ const nb_op_def nb_op_table[NB_OP_COUNT] = {
     [NB_OP_BATCHNORM2D] = {"batchnorm2d", nb_batchnorm2d_backward},
     [NB_OP_RELU] = {"relu", nb_relu_backward},
     [NB_OP_ADD] = {"add", nb_add_backward},
+    [NB_OP_ADD_RELU] = {"add_relu", nb_add_relu_backward},
     [NB_OP_MAXPOOL2D] = {"maxpool2d", nb_maxpool2d_backward},
     [NB_OP_GLOBAL_AVGPOOL] = {"global_avgpool", nb_global_avgpool_backward},
     [NB_OP_FLATTEN] = {"flatten", nb_flatten_backward},

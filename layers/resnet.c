@@ -29,21 +29,21 @@ static void resnet_free(void *p) {
 
 static nb_tensor *block_forward(basic_block *b, nb_tape *t, nb_tensor *x, int training) {
     nb_tensor *h = nb_conv2d_module_forward(b->conv1, t, x);
-    h = nb_relu(t, nb_bn_module_forward(b->bn1, t, h, training), 1);
+    h = nb_bn_module_forward(b->bn1, t, h, training, 1);
     h = nb_conv2d_module_forward(b->conv2, t, h);
-    h = nb_bn_module_forward(b->bn2, t, h, training);
+    h = nb_bn_module_forward(b->bn2, t, h, training, 0);
     nb_tensor *sc = x;
     if (b->down_conv)
-        sc = nb_bn_module_forward(b->down_bn, t, nb_conv2d_module_forward(b->down_conv, t, x), training);
+        sc = nb_bn_module_forward(b->down_bn, t, nb_conv2d_module_forward(b->down_conv, t, x), training, 0);
     else if (b->pad_shortcut)
         sc = nb_shortcut_pad(t, x, b->stride, b->out_c);
-    return nb_relu(t, nb_add(t, h, sc), 1);
+    return nb_add_relu(t, h, sc);
 }
 
 static nb_tensor *resnet_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     resnet *r = m->net;
     nb_tensor *h = nb_conv2d_module_forward(r->conv1, t, x);
-    h = nb_relu(t, nb_bn_module_forward(r->bn1, t, h, m->training), 1);
+    h = nb_bn_module_forward(r->bn1, t, h, m->training, 1);
     if (r->maxpool) h = nb_maxpool2d(t, h, 3, 2, 1);
     for (int i = 0; i < r->n_blocks; i++) h = block_forward(&r->blocks[i], t, h, m->training);
     return nb_linear_module_forward(r->fc, t, nb_global_avgpool(t, h));
@@ -135,7 +135,7 @@ static nb_tensor *smallcnn_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     smallcnn *s = m->net;
     nb_tensor *h = x;
     for (int i = 0; i < 3; i++) {
-        h = nb_relu(t, nb_bn_module_forward(s->bn[i], t, nb_conv2d_module_forward(s->conv[i], t, h), m->training), 1);
+        h = nb_bn_module_forward(s->bn[i], t, nb_conv2d_module_forward(s->conv[i], t, h), m->training, 1);
         if (i < 2) h = nb_maxpool2d(t, h, 2, 2, 0);
     }
     return nb_linear_module_forward(s->fc, t, nb_global_avgpool(t, h));

@@ -119,12 +119,12 @@ START_TEST(test_linear_gradcheck) {
 }
 END_TEST
 
-static int bn_training;
+static int bn_training, bn_relu;
 static float bn_rm[8], bn_rv[8];
 
 static nb_tensor *bn_fn(nb_tape *t, nb_tensor **in, void *user) {
     (void)user;
-    nb_bn_params p = {.momentum = 0.1f, .eps = 1e-5f, .training = bn_training};
+    nb_bn_params p = {.momentum = 0.1f, .eps = 1e-5f, .training = bn_training, .relu = bn_relu};
     return nb_batchnorm2d(t, in[0], in[1], in[2], bn_rm, bn_rv, &p);
 }
 
@@ -137,11 +137,13 @@ START_TEST(test_batchnorm_gradcheck) {
         bn_rm[c] = 0.1f * (float)c;
         bn_rv[c] = 1.0f + 0.5f * (float)c;
     }
-    for (bn_training = 1; bn_training >= 0; bn_training--)
-        for (int threads = 1; threads <= 2; threads++) {
-            nb_set_threads(threads);
-            expect_gradcheck(bn_fn, NULL, in, 3, 1e-2, 2e-2);
-        }
+    for (bn_relu = 0; bn_relu <= 1; bn_relu++)
+        for (bn_training = 1; bn_training >= 0; bn_training--)
+            for (int threads = 1; threads <= 2; threads++) {
+                nb_set_threads(threads);
+                expect_gradcheck(bn_fn, NULL, in, 3, 1e-3, 2e-2);
+            }
+    bn_relu = 0;
     nb_set_threads(1);
     free_all(in, 3);
 }
@@ -208,6 +210,13 @@ static nb_tensor *relu_fn(nb_tape *t, nb_tensor **in, void *user) {
     return nb_relu(t, nb_add(t, in[0], in[0]), 1);
 }
 
+static nb_tensor *add_relu_fn(nb_tape *t, nb_tensor **in, void *user) {
+    (void)user;
+    /* both inputs of the fused op used twice: accumulation on a fresh buffer */
+    nb_tensor *h = nb_add_relu(t, in[0], in[1]);
+    return nb_add(t, nb_add_relu(t, h, in[0]), in[1]);
+}
+
 static nb_tensor *pool_fn(nb_tape *t, nb_tensor **in, void *user) {
     const int *kp = user;
     return nb_maxpool2d(t, in[0], kp[0], kp[1], kp[2]);
@@ -229,6 +238,10 @@ START_TEST(test_simple_ops_gradcheck) {
     nb_tensor *x = randn(&r, 4, (int[]){2, 3, 7, 5}, 1);
     nb_tensor *in[1] = {x};
     expect_gradcheck(relu_fn, NULL, in, 1, 1e-3, 1e-2);
+    nb_tensor *y = randn(&r, 4, (int[]){2, 3, 7, 5}, 1);
+    nb_tensor *in2[2] = {x, y};
+    expect_gradcheck(add_relu_fn, NULL, in2, 2, 1e-3, 1e-2);
+    nb_tensor_free(y);
     int pool_params[][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1}};
     for (int i = 0; i < 3; i++) expect_gradcheck(pool_fn, pool_params[i], in, 1, 1e-3, 1e-2);
     expect_gradcheck(gap_fn, NULL, in, 1, 1e-2, 1e-2);

@@ -197,7 +197,7 @@ START_TEST(test_bn_vs_torch) {
     h5_write_tensor(f, "running_mean", rm);
     h5_write_tensor(f, "running_var", rv);
     nb_tape *t = nb_tape_new();
-    nb_bn_params p = {0.1f, 1e-5f, training};
+    nb_bn_params p = {0.1f, 1e-5f, training, 0};
     nb_tensor *y = nb_batchnorm2d(t, x, g, b, rm->data, rv->data, &p);
     nb_tensor *dy = nb_tensor_new(4, y->shape);
     nb_tensor_fill_normal(dy, &r, 0, 1);
