@@ -178,7 +178,7 @@ int nb_cmd_bench(int argc, char **argv) {
                "\"macs_per_img_fwd\": %.0f, \"train_step_ms_med\": %.2f, \"train_img_s\": %.1f, "
                "\"eval_batch\": %d, \"eval_img_s\": %.1f, \"peak_rss_train_mb\": %.1f, "
                "\"peak_rss_mb\": %.1f, \"arena_mb\": %.1f, \"grad_pool_mb\": %.1f, \"gflops\": %.2f, "
-               "\"final_loss\": %.4f}\n",
+               "\"final_loss\": %.9g}\n",
                arch, threads, batch, steps, nb_model_param_count(m), macs, med * 1e3, train_img_s,
                eval_batch, eval_img_s, rss_train, rss, arena_mb, pool_mb, gflops, (double)loss);
     } else {

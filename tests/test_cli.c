@@ -46,12 +46,30 @@ START_TEST(test_bench_json) {
 }
 END_TEST
 
+/* Same seed and thread count: the same numbers, bit for bit. */
+START_TEST(test_bench_deterministic) {
+    char first[256] = "";
+    for (int rep = 0; rep < 2; rep++) {
+        ck_assert_int_eq(run("bench --model resnet20 --batch 16 --steps 3 --warmup 0 --no-eval --threads 2 --seed 5 --json"), 0);
+        const char *p = strstr(out, "\"final_loss\": ");
+        ck_assert_ptr_nonnull(p);
+        if (rep == 0)
+            snprintf(first, sizeof first, "%s", p);
+        else
+            ck_assert_str_eq(p, first);
+    }
+    ck_assert_int_eq(run("bench --model resnet20 --batch 16 --steps 3 --warmup 0 --no-eval --threads 2 --seed 6 --json"), 0);
+    ck_assert_str_ne(strstr(out, "\"final_loss\": "), first);
+}
+END_TEST
+
 static Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_help_and_usage_errors);
     tcase_add_test(tc, test_bench_json);
+    tcase_add_test(tc, test_bench_deterministic);
     suite_add_tcase(s, tc);
     return s;
 }
