@@ -153,6 +153,25 @@ void nb_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
 
+/* nibble's own single-threaded sgemm kernels (core/gemm_kernels.c), tuned
+ * for the per-image conv shapes: AVX-512F, else AVX2+FMA, else OpenBLAS,
+ * chosen once per process (env NB_GEMM=avx512|avx2|blas forces one).
+ * Deterministic on a given path; safe to call from several threads at once;
+ * no heap allocation (up to ~50 KiB of stack). beta is 0 or 1; with beta 0,
+ * C is not read. C must not overlap A or B. Bad arguments (negative sizes,
+ * ldb or ldc too small, other beta) are programmer errors: NB_ASSERT. */
+/* C (M, N; ldc) = beta * C + A * B. A's element (i, k) is at
+ * A[i * a_rs + k * a_cs] (a_rs = lda, a_cs = 1 for row-major A; a_rs = 1,
+ * a_cs = lda for the transpose of a row-major (K, M)); B (K, N; ldb). */
+void nb_sgemm_nn(int M, int N, int K, const float *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+/* C (M, N; ldc) = beta * C + A * B^T with A (M, K; lda) and B (N, K; ldb)
+ * row-major: dot products along the contiguous K. */
+void nb_sgemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc);
+/* The path nb_sgemm_* run on: "avx512", "avx2" or "blas". Static string. */
+const char *nb_sgemm_isa(void);
+
 /* Number of worker threads for nibble's kernels (>= 1). */
 void nb_set_threads(int n);
 int nb_get_threads(void);
