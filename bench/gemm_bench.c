@@ -12,7 +12,7 @@
  *   ./gemm_bench -t 1 -s dW -p avx512 -1  1 s per number, dW shapes, one path, 1T only
  *   OPENBLAS_CORETYPE=SkylakeX ./gemm_bench -p blas   OpenBLAS with its AVX-512 kernel
  * "blas" is cblas_sgemm with OpenBLAS limited to one thread (what nb_gemm
- * and the blas path call). Each number is the best of 10 timed runs, since
+ * and the blas path call). Each number is the best of 20 timed runs, since
  * other load on the machine only ever slows a run down.
  */
 #include <cblas.h>
@@ -54,6 +54,8 @@ static const shape shapes[] = {
     {NT, 16, 27, 1024, 1.0f, "dW stem"},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
+
+#define TRIALS 20
 
 /* A column: one of nibble's paths, or OpenBLAS called directly. */
 #define COL_OPENBLAS (-1)
@@ -121,7 +123,7 @@ static void job_deinit(job *j) {
 }
 
 /* GFLOP/s of `threads` threads, each running its own copy of the shape;
- * the best of 10 timed runs of about secs / 10 each (the best, not the
+ * the best of TRIALS timed runs of about secs / TRIALS each (the best, not the
  * mean: other processes on a small machine only ever slow a run down). */
 static double measure(const shape *s, int col, int threads, double secs, nb_rng *rng) {
     job jobs[2];
@@ -134,19 +136,22 @@ static double measure(const shape *s, int col, int threads, double secs, nb_rng 
         double t0 = nb_now();
         run_reps(&jobs[0]);
         double dt = nb_now() - t0;
-        if (dt > secs / 40) {
-            reps = (long)((double)reps * secs / 10 / dt) + 1;
+        if (dt > secs / TRIALS / 4) {
+            reps = (long)((double)reps * secs / TRIALS / dt) + 1;
             break;
         }
         reps *= 2;
     }
     double best = 0.0;
-    for (int trial = 0; trial < 10; trial++) {
+    for (int trial = 0; trial < TRIALS; trial++) {
         pthread_t tid[2];
         double t0 = nb_now();
         for (int t = 0; t < threads; t++) {
             jobs[t].reps = reps;
-            if (t > 0) pthread_create(&tid[t], NULL, run_reps, &jobs[t]);
+            if (t > 0 && pthread_create(&tid[t], NULL, run_reps, &jobs[t]) != 0) {
+                fprintf(stderr, "pthread_create failed\n");
+                exit(1);
+            }
         }
         run_reps(&jobs[0]);
         for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
@@ -160,7 +165,7 @@ static double measure(const shape *s, int col, int threads, double secs, nb_rng 
 
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [-t seconds] [-s shape-substring] [-p avx512,avx2,blas] [-1]\n"
-                    "  -t  time per measurement (default 0.2 s)\n"
+                    "  -t  time per measurement (default 0.4 s)\n"
                     "  -s  only shapes whose name contains the string (e.g. fwd, dW)\n"
                     "  -p  only these columns (blas = cblas_sgemm)\n"
                     "  -1  single-thread columns only\n");
@@ -168,7 +173,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    double secs = 0.2;
+    double secs = 0.4;
     const char *only = NULL, *paths = NULL;
     int one_thread = 0;
     int opt;
@@ -192,7 +197,8 @@ int main(int argc, char **argv) {
             cols[ncols++] = p;
     if (!paths || strstr(paths, "blas")) cols[ncols++] = COL_OPENBLAS;
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("GFLOP/s, best of 10 runs; default path %s; OpenBLAS core %s (%s)\n",
+    printf("GFLOP/s, best of %d runs; ", TRIALS);
+    printf("default path %s; OpenBLAS core %s (%s)\n",
            nb_sgemm_isa(), openblas_get_corename(), core ? core : "OPENBLAS_CORETYPE unset");
     printf("%-14s %-5s %4s %5s %5s |", "conv", "op", "M", "N", "K");
     for (int c = 0; c < ncols; c++)
