@@ -5,6 +5,7 @@
 #include "nb_core.h"
 #include "nb_autograd.h"
 #include "nb_layers.h"
+#include "nb_datasets.h"
 #include "nb_optim.h"
 
 #endif

@@ -12,8 +12,9 @@
  *   ./gemm_bench -t 1 -s dW -p avx512 -1  1 s per number, dW shapes, one path, 1T only
  *   OPENBLAS_CORETYPE=SkylakeX ./gemm_bench -p blas   OpenBLAS with its AVX-512 kernel
  * "blas" is cblas_sgemm with OpenBLAS limited to one thread (what nb_gemm
- * and the blas path call). Each number is the best of 20 timed runs, since
- * other load on the machine only ever slows a run down.
+ * and the blas path call). Each number is the best of 20 timed runs, the
+ * columns' runs interleaved: load from other processes (or other VMs on the
+ * host) only ever slows a run down, and hits every column alike.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -122,45 +123,49 @@ static void job_deinit(job *j) {
     nb_free(j->C);
 }
 
-/* GFLOP/s of `threads` threads, each running its own copy of the shape;
- * the best of TRIALS timed runs of about secs / TRIALS each (the best, not the
- * mean: other processes on a small machine only ever slow a run down). */
-static double measure(const shape *s, int col, int threads, double secs, nb_rng *rng) {
-    job jobs[2];
-    for (int t = 0; t < threads; t++) job_init(&jobs[t], s, col, rng);
+/* GFLOP/s of each column at one shape with `threads` threads, each thread
+ * running its own copy of the shape. Trials interleave the columns (so each
+ * sees the same background load) and each column keeps its best of TRIALS
+ * runs of about secs / TRIALS: other load only ever slows a run down. */
+static void measure(const shape *s, const int *cols, int ncols, int threads, double secs,
+                    nb_rng *rng, double *gflops) {
+    enum { MAX_COLS = NB_GEMM_PATH_COUNT + 1 };
+    job jobs[MAX_COLS][2];
+    long reps[MAX_COLS];
     double flops = 2.0 * s->M * s->N * s->K;
-    /* Calibrate on one thread. */
-    long reps = 1;
-    for (;;) {
-        jobs[0].reps = reps;
-        double t0 = nb_now();
-        run_reps(&jobs[0]);
-        double dt = nb_now() - t0;
-        if (dt > secs / TRIALS / 4) {
-            reps = (long)((double)reps * secs / TRIALS / dt) + 1;
-            break;
-        }
-        reps *= 2;
-    }
-    double best = 0.0;
-    for (int trial = 0; trial < TRIALS; trial++) {
-        pthread_t tid[2];
-        double t0 = nb_now();
-        for (int t = 0; t < threads; t++) {
-            jobs[t].reps = reps;
-            if (t > 0 && pthread_create(&tid[t], NULL, run_reps, &jobs[t]) != 0) {
-                fprintf(stderr, "pthread_create failed\n");
-                exit(1);
+    for (int c = 0; c < ncols; c++) {
+        for (int t = 0; t < threads; t++) job_init(&jobs[c][t], s, cols[c], rng);
+        /* Calibrate on one thread. */
+        for (reps[c] = 1;; reps[c] *= 2) {
+            jobs[c][0].reps = reps[c];
+            double t0 = nb_now();
+            run_reps(&jobs[c][0]);
+            double dt = nb_now() - t0;
+            if (dt > secs / TRIALS / 4) {
+                reps[c] = (long)((double)reps[c] * secs / TRIALS / dt) + 1;
+                break;
             }
         }
-        run_reps(&jobs[0]);
-        for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
-        double dt = nb_now() - t0;
-        double g = flops * (double)reps * threads / dt * 1e-9;
-        if (g > best) best = g;
+        gflops[c] = 0.0;
     }
-    for (int t = 0; t < threads; t++) job_deinit(&jobs[t]);
-    return best;
+    for (int trial = 0; trial < TRIALS; trial++)
+        for (int c = 0; c < ncols; c++) {
+            pthread_t tid[2];
+            double t0 = nb_now();
+            for (int t = 0; t < threads; t++) {
+                jobs[c][t].reps = reps[c];
+                if (t > 0 && pthread_create(&tid[t], NULL, run_reps, &jobs[c][t]) != 0) {
+                    fprintf(stderr, "pthread_create failed\n");
+                    exit(1);
+                }
+            }
+            run_reps(&jobs[c][0]);
+            for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
+            double g = flops * (double)reps[c] * threads / (nb_now() - t0) * 1e-9;
+            if (g > gflops[c]) gflops[c] = g;
+        }
+    for (int c = 0; c < ncols; c++)
+        for (int t = 0; t < threads; t++) job_deinit(&jobs[c][t]);
 }
 
 static void usage(void) {
@@ -215,16 +220,14 @@ int main(int argc, char **argv) {
         static const char *const kind_name[] = {"nn", "nn^T", "nt"};
         printf("%-14s %-5s %4d %5d %5d |", s->what, kind_name[s->kind], s->M, s->N, s->K);
         fflush(stdout);
-        for (int c = 0; c < ncols; c++) {
-            printf(" %7.1f", measure(s, cols[c], 1, secs, &rng));
-            fflush(stdout);
-        }
+        double g[NB_GEMM_PATH_COUNT + 1];
+        measure(s, cols, ncols, 1, secs, &rng, g);
+        for (int c = 0; c < ncols; c++) printf(" %7.1f", g[c]);
+        fflush(stdout);
         if (!one_thread) {
+            measure(s, cols, ncols, 2, secs, &rng, g);
             printf(" |");
-            for (int c = 0; c < ncols; c++) {
-                printf(" %7.1f", measure(s, cols[c], 2, secs, &rng));
-                fflush(stdout);
-            }
+            for (int c = 0; c < ncols; c++) printf(" %7.1f", g[c]);
         }
         printf("\n");
     }
