@@ -1,15 +1,11 @@
-/* conv2d: per-image im2col + one single-threaded sgemm, images split across
- * threads (two sgemms on different images beat OpenBLAS's own split of one
+/* conv2d: per-image im2col + one single-threaded sgemm (nibble's own
+ * kernels, core/gemm_*.c), images split across threads (two sgemms on different images beat OpenBLAS's own split of one
  * thin GEMM at ResNet shapes). Weight gradients are summed per thread and
  * reduced in thread order, so results depend only on the thread count. */
 #include <omp.h>
 #include <string.h>
 
 #include "internal.h"
-
-typedef struct {
-    int C, H, W, OC, KH, KW, OH, OW, stride, pad;
-} conv_geom;
 
 typedef struct {
     conv_geom g;
@@ -93,12 +89,13 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
     NB_ASSERT(y, "conv2d: %s", nb_last_error());
     const int CKK = g.C * g.KH * g.KW, OHW = g.OH * g.OW;
     const int nt = nb_get_threads();
-    const int pointwise = is_pointwise(&g);
-    float *cols = pointwise ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
-    NB_ASSERT(pointwise || cols, "conv2d: %s", nb_last_error());
+    const int pointwise = is_pointwise(&g), same = nb_conv_same_applies(&g);
+    float *cols = (pointwise || same) ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
+    NB_ASSERT(pointwise || same || cols, "conv2d: %s", nb_last_error());
 
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int n = 0; n < N; n++) {
+    if (same) nb_conv_same_forward(t, &g, N, x->data, w->data, b ? b->data : NULL, y->data);
+#pragma omp parallel for schedule(static) num_threads(nt) if (!same)
+    for (int n = 0; n < (same ? 0 : N); n++) {
         const float *xn = x->data + (size_t)n * g.C * g.H * g.W;
         float *yn = y->data + (size_t)n * g.OC * OHW;
         const float *col = xn;
@@ -107,7 +104,7 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
             im2col(&g, xn, c);
             col = c;
         }
-        nb_gemm(0, 0, g.OC, OHW, CKK, 1.0f, w->data, CKK, col, OHW, 0.0f, yn, OHW);
+        nb_sgemm_nn(g.OC, OHW, CKK, w->data, CKK, 1, col, OHW, 0.0f, yn, OHW);
         if (b)
             for (int oc = 0; oc < g.OC; oc++) {
                 float bv = b->data[oc], *r = yn + (size_t)oc * OHW;
@@ -137,6 +134,10 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &dx_fresh) : NULL;
     float *dw = w->requires_grad ? nb_tape_grad(t, w) : NULL;
     float *db = (b && b->requires_grad) ? nb_tape_grad(t, b) : NULL;
+    if (nb_conv_same_applies(&g)) {
+        nb_conv_same_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
+        return;
+    }
 
     /* Per-thread partial sums of dw and db, reduced in thread order. */
     size_t wsz = (size_t)g.OC * CKK;
@@ -167,7 +168,7 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
                     c = col;
                 }
                 /* dw (OC, CKK) += dy_n (OC, OHW) * col^T (OHW, CKK) */
-                nb_gemm(0, 1, g.OC, CKK, OHW, 1.0f, dyn, OHW, c, OHW, 1.0f, my_dw, CKK);
+                nb_sgemm_nt(g.OC, CKK, OHW, dyn, OHW, c, OHW, 1.0f, my_dw, CKK);
             }
             if (my_db)
                 for (int oc = 0; oc < g.OC; oc++) {
@@ -179,11 +180,12 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
             if (dx) {
                 float *dxn = dx + (size_t)n * g.C * g.H * g.W;
                 if (pointwise) {
-                    nb_gemm(1, 0, CKK, OHW, g.OC, 1.0f, w->data, CKK, dyn, OHW, dx_fresh ? 0.0f : 1.0f, dxn, OHW);
+                    /* dx_n (C, HW) (+)= w^T (C, OC) * dy_n (OC, HW) */
+                    nb_sgemm_nn(CKK, OHW, g.OC, w->data, 1, CKK, dyn, OHW, dx_fresh ? 0.0f : 1.0f, dxn, OHW);
                 } else {
                     if (dx_fresh) memset(dxn, 0, sizeof(float) * (size_t)g.C * g.H * g.W);
                     /* dcol (CKK, OHW) = w^T (CKK, OC) * dy_n (OC, OHW) */
-                    nb_gemm(1, 0, CKK, OHW, g.OC, 1.0f, w->data, CKK, dyn, OHW, 0.0f, dcol, OHW);
+                    nb_sgemm_nn(CKK, OHW, g.OC, w->data, 1, CKK, dyn, OHW, 0.0f, dcol, OHW);
                     col2im_add(&g, dcol, dxn);
                 }
             }

@@ -33,6 +33,22 @@ void nb_flatten_backward(nb_tape *t, nb_node *n);
 void nb_shortcut_pad_backward(nb_tape *t, nb_node *n);
 void nb_cross_entropy_backward(nb_tape *t, nb_node *n);
 
+/* Geometry of one conv2d call. */
+typedef struct {
+    int C, H, W, OC, KH, KW, OH, OW, stride, pad;
+} conv_geom;
+
+/* Stride-1 "same" convolutions (odd square kernel, pad = (K - 1) / 2, K > 1)
+ * run as K*K shifted GEMMs over a zero-padded copy of each image instead of
+ * im2col (layers/conv2d_same.c). x (N, C, H, W), w (OC, C, K, K), b (OC) or
+ * NULL, y (N, OC, H, W); dx/dw/db NULL when not wanted, dx_fresh: write dx
+ * instead of adding. */
+int nb_conv_same_applies(const conv_geom *g);
+void nb_conv_same_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                          const float *b, float *y);
+void nb_conv_same_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                           const float *dy, float *dx, int dx_fresh, float *dw, float *db);
+
 /* Shape helper for asserts: "(2, 3, 4, 4)". */
 #define NB_SHAPE(t, buf) nb_shape_str((t), (buf), sizeof(buf))
 
