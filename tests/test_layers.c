@@ -40,6 +40,8 @@ static const conv_case conv_cases[] = {
     {2, 3, 9, 7, 2, 1, 2, 0, 0},  /* 1x1 stride 2 (option-B shortcut) */
     {1, 2, 11, 10, 3, 7, 2, 3, 1}, /* 7x7 stride 2 stem */
     {2, 1, 4, 4, 2, 3, 1, 0, 1},  /* no padding */
+    {3, 5, 6, 9, 4, 5, 1, 2, 1},  /* 5x5 "same": shifted-GEMM path */
+    {3, 17, 8, 8, 33, 3, 1, 1, 0}, /* 3x3 "same", channels off the vector width */
 };
 
 static nb_tensor *conv_fn(nb_tape *t, nb_tensor **in, void *user) {
