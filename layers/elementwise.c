@@ -72,9 +72,27 @@ nb_tensor *nb_add(nb_tape *t, nb_tensor *a, nb_tensor *b) { return add_op(t, a, 
 
 nb_tensor *nb_add_relu(nb_tape *t, nb_tensor *a, nb_tensor *b) { return add_op(t, a, b, 1); }
 
+/* Both inputs of add_relu want the same masked gradient: one pass. */
+static void add_relu_backward_both(float *d0, int f0, float *d1, int f1, const float *y, const float *dy,
+                                   size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float g = y[i] > 0.0f ? dy[i] : 0.0f;
+        d0[i] = f0 ? g : d0[i] + g;
+        d1[i] = f1 ? g : d1[i] + g;
+    }
+}
+
 static void add_backward(nb_tape *t, nb_node *node, int relu) {
     const float *dy = node->out->grad, *y = node->out->data;
     const size_t n = node->out->numel;
+    if (relu && node->in[0]->requires_grad && node->in[1]->requires_grad) {
+        int f0, f1;
+        float *d0 = nb_tape_grad_fresh(t, node->in[0], &f0);
+        float *d1 = nb_tape_grad_fresh(t, node->in[1], &f1);
+        add_relu_backward_both(d0, f0, d1, f1, y, dy, n);
+        return;
+    }
     for (int k = 0; k < 2; k++) {
         nb_tensor *in = node->in[k];
         if (!in->requires_grad) continue;
