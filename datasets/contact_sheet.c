@@ -8,7 +8,7 @@
 #define GLYPH_W 5
 #define GLYPH_H 7
 #define TEXT_SCALE 2
-#define LABEL_CHARS 14
+#define MAX_LABEL_CHARS 24
 #define GAP 2
 
 typedef struct {
@@ -48,7 +48,7 @@ static const glyph *find_glyph(char c) {
 }
 
 static void draw_text(uint8_t *rgb, int sw, int x0, int y0, const char *s) {
-    for (int i = 0; s[i] && i < LABEL_CHARS; i++) {
+    for (int i = 0; s[i] && i < MAX_LABEL_CHARS; i++) {
         const glyph *g = find_glyph(s[i]);
         for (int gy = 0; gy < GLYPH_H; gy++)
             for (int gx = 0; gx < GLYPH_W; gx++) {
@@ -84,7 +84,11 @@ nb_status nb_dataset_contact_sheet(const nb_dataset *ds, int per_class, const ch
     int scale = 1;
     while (H * scale < 64 && W * scale < 64) scale++;
     int tw = W * scale, th = H * scale;
-    int label_w = LABEL_CHARS * (GLYPH_W + 1) * TEXT_SCALE + 2 * GAP;
+    size_t chars = 4; /* the label column fits the longest name (up to 24 characters) */
+    for (int k = 0; k < K; k++)
+        if (strlen(ds->class_names[k]) > chars) chars = strlen(ds->class_names[k]);
+    if (chars > MAX_LABEL_CHARS) chars = MAX_LABEL_CHARS;
+    int label_w = (int)chars * (GLYPH_W + 1) * TEXT_SCALE + 2 * GAP;
     int row_h = th > GLYPH_H * TEXT_SCALE ? th : GLYPH_H * TEXT_SCALE;
     int sw = label_w + per_class * (tw + GAP) + GAP;
     int sh = K * (row_h + GAP) + GAP;

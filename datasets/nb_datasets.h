@@ -135,8 +135,10 @@ nb_status nb_loader_start_epoch(nb_loader *l, int epoch);
 
 /* Next batch: images (n, C, out_h, out_w) normalised floats
  * ((pixel / 255 - mean[c]) / std[c]) and labels (n); pointers owned by the
- * loader, valid until the next call. *n = 0 at the end of the epoch.
- * Errors (a streamed file that fails to read) end the epoch. */
+ * loader, valid until the next call (or start_epoch). *n = 0 at the end
+ * of the epoch, and again on later calls. Calling it before the first
+ * start_epoch is a programmer error (asserts). Errors (a streamed file
+ * that fails to read) end the epoch. */
 nb_status nb_loader_next(nb_loader *l, const float **images, const int32_t **labels, int *n);
 
 /* Dataset indices of the examples of the batch last returned (n);
