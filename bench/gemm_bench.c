@@ -12,7 +12,7 @@
  *   ./gemm_bench -t 1 -s dW -p avx512 -1  1 s per number, dW shapes, one path, 1T only
  *   OPENBLAS_CORETYPE=SkylakeX ./gemm_bench -p blas   OpenBLAS with its AVX-512 kernel
  * "blas" is cblas_sgemm with OpenBLAS limited to one thread (what nb_gemm
- * and the blas path call). Each number is the best of 20 timed runs, the
+ * and the blas path call). Each number is the best of 40 timed runs, the
  * columns' runs interleaved: load from other processes (or other VMs on the
  * host) only ever slows a run down, and hits every column alike.
  */
@@ -56,7 +56,7 @@ static const shape shapes[] = {
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
-#define TRIALS 20
+#define TRIALS 40
 
 /* A column: one of nibble's paths, or OpenBLAS called directly. */
 #define COL_OPENBLAS (-1)
@@ -170,7 +170,7 @@ static void measure(const shape *s, const int *cols, int ncols, int threads, dou
 
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [-t seconds] [-s shape-substring] [-p avx512,avx2,blas] [-1]\n"
-                    "  -t  time per measurement (default 0.4 s)\n"
+                    "  -t  time per measurement (default 0.2 s)\n"
                     "  -s  only shapes whose name contains the string (e.g. fwd, dW)\n"
                     "  -p  only these columns (blas = cblas_sgemm)\n"
                     "  -1  single-thread columns only\n");
@@ -178,7 +178,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    double secs = 0.4;
+    double secs = 0.2;
     const char *only = NULL, *paths = NULL;
     int one_thread = 0;
     int opt;
