@@ -692,8 +692,8 @@ START_TEST(test_stream_cifar10_mini) {
 END_TEST
 
 /* Seconds the consumer waited after the first batch of an epoch, with a
- * 30 ms "training step" after each batch. */
-static double steady_wait(nb_dataset *ds, int prefetch) {
+ * "training step" of step_s seconds after each batch. */
+static double steady_wait(nb_dataset *ds, int prefetch, double step_s) {
     nb_loader_opts o = nb_loader_opts_default();
     o.batch = 100;
     o.rrc = 1; /* the costlier path: a few ms a batch */
@@ -712,7 +712,7 @@ static double steady_wait(nb_dataset *ds, int prefetch) {
         if (batches > 0) steady += nb_loader_wait_seconds(l) - w0;
         if (n == 0) break;
         batches++;
-        struct timespec ts = {0, 30 * 1000000L};
+        struct timespec ts = {(time_t)step_s, (long)((step_s - (double)(time_t)step_s) * 1e9)};
         nanosleep(&ts, NULL);
     }
     ck_assert_int_eq(batches, 10);
@@ -723,9 +723,13 @@ static double steady_wait(nb_dataset *ds, int prefetch) {
 START_TEST(test_prefetch_hides_latency) {
     nb_dataset *ds;
     ck_assert_int_eq(nb_dataset_synthetic("shapes10", "train", 1000, 0, &ds), NB_OK);
-    double sync = steady_wait(ds, 0), async = steady_wait(ds, 1);
-    /* Without prefetch the consumer waits for every batch; with it, not in
-     * the steady state (slack for a loaded machine). */
+    /* Without prefetch the consumer waits for every batch (9 after the
+     * first). With it, and a step 3x longer than making a batch (at least
+     * 30 ms; sanitizer builds are slower), it should not wait in the
+     * steady state (slack for a loaded machine). */
+    double sync = steady_wait(ds, 0, 0.0);
+    double step = 3.0 * sync / 9.0 > 0.03 ? 3.0 * sync / 9.0 : 0.03;
+    double async = steady_wait(ds, 1, step);
     ck_assert_msg(async < 0.25 * sync + 0.005, "waited %.4f s with prefetch, %.4f s without",
                   async, sync);
     nb_dataset_free(ds);
