@@ -691,50 +691,11 @@ START_TEST(test_stream_cifar10_mini) {
 }
 END_TEST
 
-/* Seconds the consumer waited after the first batch of an epoch, with a
- * "training step" of step_s seconds after each batch. */
-static double steady_wait(nb_dataset *ds, int prefetch, double step_s) {
-    nb_loader_opts o = nb_loader_opts_default();
-    o.batch = 100;
-    o.rrc = 1; /* the costlier path: a few ms a batch */
-    o.out_h = o.out_w = 48;
-    o.prefetch = prefetch;
-    nb_loader *l;
-    ck_assert_int_eq(nb_loader_new(ds, &o, &l), NB_OK);
-    ck_assert_int_eq(nb_loader_start_epoch(l, 0), NB_OK);
-    const float *x;
-    const int32_t *y;
-    int n, batches = 0;
-    double steady = 0.0;
-    for (;;) {
-        double w0 = nb_loader_wait_seconds(l);
-        ck_assert_int_eq(nb_loader_next(l, &x, &y, &n), NB_OK);
-        if (batches > 0) steady += nb_loader_wait_seconds(l) - w0;
-        if (n == 0) break;
-        batches++;
-        struct timespec ts = {(time_t)step_s, (long)((step_s - (double)(time_t)step_s) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
-    ck_assert_int_eq(batches, 10);
-    nb_loader_free(l);
-    return steady;
-}
-
-START_TEST(test_prefetch_hides_latency) {
-    nb_dataset *ds;
-    ck_assert_int_eq(nb_dataset_synthetic("shapes10", "train", 1000, 0, &ds), NB_OK);
-    /* Without prefetch the consumer waits for every batch (9 after the
-     * first). With it, and a step 3x longer than making a batch (at least
-     * 30 ms; sanitizer builds are slower), it should not wait in the
-     * steady state (slack for a loaded machine). */
-    double sync = steady_wait(ds, 0, 0.0);
-    double step = 3.0 * sync / 9.0 > 0.03 ? 3.0 * sync / 9.0 : 0.03;
-    double async = steady_wait(ds, 1, step);
-    ck_assert_msg(async < 0.25 * sync + 0.005, "waited %.4f s with prefetch, %.4f s without",
-                  async, sync);
-    nb_dataset_free(ds);
-}
-END_TEST
+/* Whether prefetch hides the time to make a batch is a speed property: it
+ * is measured by `nibble data bench --step-ms N` (the consumer's wait in the
+ * steady state), not asserted here, since timings in unit tests flake on a
+ * loaded machine. Prefetch correctness (same batches for any number of
+ * prefetch threads) is tested above. */
 
 START_TEST(test_restart_mid_epoch) {
     nb_fixture f = nb_fixture_default();
@@ -1257,7 +1218,6 @@ static Suite *datasets_suite(void) {
     tcase_add_test(tc, test_loader_determinism);
     tcase_add_test(tc, test_stream_same_multiset);
     tcase_add_test(tc, test_stream_cifar10_mini);
-    tcase_add_test(tc, test_prefetch_hides_latency);
     tcase_add_test(tc, test_restart_mid_epoch);
     tcase_add_test(tc, test_alloc_failures);
     tcase_add_test(tc, test_import_cifar10_roundtrip);
