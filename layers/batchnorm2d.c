@@ -112,7 +112,8 @@ void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {
             if (relu) {
 #pragma omp simd reduction(+ : a, bsum)
                 for (int i = 0; i < HW; i++) {
-                    float g = yp[i] > 0.0f ? dp[i] : 0.0f;
+                    const float d = dp[i]; /* unconditional loads: GCC if-converts and vectorises */
+                    const float g = yp[i] > 0.0f ? d : 0.0f;
                     a += g;
                     bsum += g * (xp[i] - m);
                 }
@@ -141,13 +142,15 @@ void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {
             if (fresh) {
 #pragma omp simd
                 for (int i = 0; i < HW; i++) {
-                    float g = (!relu || yp[i] > 0.0f) ? dp[i] : 0.0f;
+                    const float d = dp[i], yy = relu ? yp[i] : 1.0f;
+                    const float g = yy > 0.0f ? d : 0.0f;
                     dxp[i] = k * (g - mdy - (xp[i] - m) * mdyx);
                 }
             } else {
 #pragma omp simd
                 for (int i = 0; i < HW; i++) {
-                    float g = (!relu || yp[i] > 0.0f) ? dp[i] : 0.0f;
+                    const float d = dp[i], yy = relu ? yp[i] : 1.0f;
+                    const float g = yy > 0.0f ? d : 0.0f;
                     dxp[i] += k * (g - mdy - (xp[i] - m) * mdyx);
                 }
             }

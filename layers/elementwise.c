@@ -18,7 +18,10 @@ nb_tensor *nb_relu(nb_tape *t, nb_tensor *x, int inplace) {
     const float *xp = x->data;
     float *yp = y->data;
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float v = xp[i];
+        yp[i] = v > 0.0f ? v : 0.0f;
+    }
     if (nb_tape_wants(t, x, NULL, NULL))
         NB_ASSERT(nb_tape_record(t, &nb_op_table[NB_OP_RELU], y, x, NULL, NULL), "relu: %s", nb_last_error());
     return y;
@@ -28,10 +31,16 @@ nb_tensor *nb_relu(nb_tape *t, nb_tensor *x, int inplace) {
 static void masked_grad(float *d, int fresh, const float *y, const float *dy, size_t n) {
     if (fresh) {
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) d[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i]; /* unconditional load: if-converted, vectorised */
+            d[i] = y[i] > 0.0f ? g : 0.0f;
+        }
     } else {
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) d[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i];
+            d[i] += y[i] > 0.0f ? g : 0.0f;
+        }
     }
 }
 
@@ -72,14 +81,27 @@ nb_tensor *nb_add(nb_tape *t, nb_tensor *a, nb_tensor *b) { return add_op(t, a, 
 
 nb_tensor *nb_add_relu(nb_tape *t, nb_tensor *a, nb_tensor *b) { return add_op(t, a, b, 1); }
 
-/* Both inputs of add_relu want the same masked gradient: one pass. */
+/* Both inputs of add_relu want the same masked gradient: one pass when
+ * both buffers are fresh (the usual case) or both accumulate. */
 static void add_relu_backward_both(float *d0, int f0, float *d1, int f1, const float *y, const float *dy,
                                    size_t n) {
+    if (f0 != f1 || d0 == d1) {
+        masked_grad(d0, f0, y, dy, n);
+        masked_grad(d1, f1, y, dy, n);
+    } else if (f0) {
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float g = y[i] > 0.0f ? dy[i] : 0.0f;
-        d0[i] = f0 ? g : d0[i] + g;
-        d1[i] = f1 ? g : d1[i] + g;
+        for (size_t i = 0; i < n; i++) {
+            const float d = dy[i], g = y[i] > 0.0f ? d : 0.0f;
+            d0[i] = g;
+            d1[i] = g;
+        }
+    } else {
+#pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            const float d = dy[i], g = y[i] > 0.0f ? d : 0.0f;
+            d0[i] += g;
+            d1[i] += g;
+        }
     }
 }
 
