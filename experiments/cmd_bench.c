@@ -178,12 +178,12 @@ int nb_cmd_bench(int argc, char **argv) {
                "\"macs_per_img_fwd\": %.0f, \"train_step_ms_med\": %.2f, \"train_img_s\": %.1f, "
                "\"eval_batch\": %d, \"eval_img_s\": %.1f, \"peak_rss_train_mb\": %.1f, "
                "\"peak_rss_mb\": %.1f, \"arena_mb\": %.1f, \"grad_pool_mb\": %.1f, \"gflops\": %.2f, "
-               "\"final_loss\": %.9g}\n",
+               "\"final_loss\": %.9g, \"sgemm\": \"%s\"}\n",
                arch, threads, batch, steps, nb_model_param_count(m), macs, med * 1e3, train_img_s,
-               eval_batch, eval_img_s, rss_train, rss, arena_mb, pool_mb, gflops, (double)loss);
+               eval_batch, eval_img_s, rss_train, rss, arena_mb, pool_mb, gflops, (double)loss, nb_sgemm_isa());
     } else {
-        printf("model %s (%zu parameters, %.2f M MACs/image), batch %d, %d threads\n", arch,
-               nb_model_param_count(m), macs / 1e6, batch, threads);
+        printf("model %s (%zu parameters, %.2f M MACs/image), batch %d, %d threads, sgemm %s\n", arch,
+               nb_model_param_count(m), macs / 1e6, batch, threads, nb_sgemm_isa());
         printf("train: %.1f img/s (median step %.1f ms over %d steps), %.1f GFLOP/s\n", train_img_s,
                med * 1e3, steps, gflops);
         if (!no_eval) printf("eval:  %.1f img/s (batch %d)\n", eval_img_s, eval_batch);
