@@ -35,12 +35,8 @@ static void bench_usage(FILE *f) {
 }
 
 static int parse_int(const char *flag, const char *s, int lo, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > 1000000) {
-        fprintf(stderr, "nibble bench: %s expects an integer >= %d, got '%s'\n", flag, lo, s);
-        return 0;
-    }
+    long v;
+    if (!nb_cli_parse_long("bench", flag, s, lo, 1000000, &v)) return 0;
     *out = (int)v;
     return 1;
 }

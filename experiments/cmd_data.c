@@ -58,16 +58,9 @@ int nb_data_fail(const char *cmd, nb_status st) {
 
 int nb_data_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi,
                        long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || v < lo || v > hi) {
-        fprintf(stderr, "nibble data %s: %s expects an integer in %ld..%ld, got '%s'\n", cmd, flag,
-                lo, hi, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
+    char full[64];
+    snprintf(full, sizeof full, "data %s", cmd);
+    return nb_cli_parse_long(full, flag, s, lo, hi, out);
 }
 
 void nb_data_progress(size_t done, size_t total, void *user) {

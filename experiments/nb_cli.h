@@ -5,6 +5,10 @@
 #define NB_CLI_H
 
 int nb_cmd_bench(int argc, char **argv);
+
+/* Parse the value of an integer flag in [lo, hi]; on a bad value print
+ * "nibble CMD: FLAG expects an integer in LO..HI, got 'S'" and return 0. */
+int nb_cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 int nb_cmd_data(int argc, char **argv);
 
 #endif
