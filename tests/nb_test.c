@@ -1,4 +1,7 @@
+#define _XOPEN_SOURCE 700
 #include "nb_test.h"
+
+#include <ftw.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,11 +9,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static char tmp_dir[256];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 int nb_test_run(Suite *s) {
+    nb_test_tmpdir(); /* made here, so forked tests share it and it is removed below */
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    /* Keep the temporary files of a failed run for a look; else tidy up. */
+    if (tmp_dir[0] && failed == 0) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return failed == 0 ? 0 : 1;
 }
 
@@ -28,10 +43,10 @@ const char *nb_test_cli(void) {
 }
 
 const char *nb_test_tmpdir(void) {
-    static char dir[256];
+    char *dir = tmp_dir;
     if (!dir[0]) {
         const char *base = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/nibble-test-XXXXXX", base ? base : "/tmp");
+        snprintf(dir, sizeof tmp_dir, "%s/nibble-test-XXXXXX", base ? base : "/tmp");
         if (!mkdtemp(dir)) {
             perror("mkdtemp");
             abort();
