@@ -7,5 +7,6 @@
 #include "nb_layers.h"
 #include "nb_datasets.h"
 #include "nb_optim.h"
+#include "nb_runner.h"
 
 #endif
