@@ -49,7 +49,9 @@ struct nb_node {
 nb_tape *nb_tape_new(void);
 void nb_tape_free(nb_tape *t);
 /* Forget the step: nodes, arena and pooled gradients are recycled. Tensors
- * made on the tape become invalid. */
+ * made on the tape become invalid, and so does the ->grad of any caller-owned
+ * leaf tensor that received a pooled gradient (set it to NULL before reuse);
+ * parameters keep their own gradient buffers. */
 void nb_tape_reset(nb_tape *t);
 
 nb_arena *nb_tape_arena(nb_tape *t);
