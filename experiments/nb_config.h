@@ -1,0 +1,150 @@
+/*
+ * nb_config.h — experiment configs: one JSON file describes a run.
+ *
+ * The file is parsed once (cJSON, in experiments/config.c only) into the
+ * typed nb_config below and validated against a schema that lives in code:
+ * unknown keys, wrong types and out-of-range values are NB_STATUS_BAD_INPUT
+ * errors whose message names the file and the key path, with a "did you
+ * mean" for misspelt keys, e.g.
+ *     cfg.json: train.optimizer.lr: expected a number > 0, got "0.1"
+ *     cfg.json: train.optimiser: unknown key (did you mean "optimizer"?)
+ * "extends": "base.json" (relative to the including file) merges a base
+ * config first (objects merge key by key, everything else replaces);
+ * overrides "a.b.c=value" (value parsed as JSON, else taken as a string)
+ * apply last. The effective config (every key, defaults filled in) can be
+ * written back as JSON.
+ *
+ * Example:
+ *     nb_config c;
+ *     const char *sets[] = {"train.epochs=5"};
+ *     if (nb_config_load("experiments/quickstart.json", sets, 1, &c) != NB_OK)
+ *         fprintf(stderr, "%s\n", nb_last_error());
+ *     char *json = nb_config_to_json(&c);     // nb_malloc'ed
+ *     nb_free(json);
+ *
+ * Keys (defaults in brackets; see docs/configs.md):
+ *   name [file name without .json], seed [0], threads [0 = all cores]
+ *   data:  path ("FILE.h5" | "synthetic:shapes10"; required),
+ *          train_count, test_count [0 = all / synthetic default],
+ *          augment {pad [4], flip [true], rrc [false]} | false,
+ *          size [0 = native], stream [false], mem_cap_mb [0 = 4096],
+ *          prefetch [1]
+ *   model: arch (required), num_classes [0 = from the data], shortcut ["A"],
+ *          stem ["auto" | "imagenet" | "cifar"], width [16],
+ *          bn_momentum [0.1], bn_eps [1e-5]
+ *   init:  checkpoint [""], strict [true]
+ *   train: epochs (required), batch_size [128], label_smoothing [0],
+ *          grad_clip [0 = off], log_every [50], eval_every [1],
+ *          optimizer {name ["sgd" | "adamw"], lr (required), momentum [0.9],
+ *                     nesterov [false], dampening [0], weight_decay [0],
+ *                     betas [[0.9, 0.999]], eps [1e-8],
+ *                     no_decay_bn_bias [true]},
+ *          schedule {name ["constant" | "step" | "multistep" | "cosine" |
+ *                     "onecycle"], warmup_epochs [0], warmup_start_factor
+ *                     [0.01], min_lr [0], step_size [30], gamma [0.1],
+ *                     milestones [[]], pct_start [0.3], div_factor [25],
+ *                     final_div_factor [1e4]},
+ *          distill {teacher [""], temperature [4], weight [0.5]}
+ *   quant: {} (reserved for the quantization issues; must be empty for now)
+ *   output: dir ["runs/<name>"], steps_every [0 = log_every]
+ */
+#ifndef NB_CONFIG_H
+#define NB_CONFIG_H
+
+#include "nb_core.h"
+#include "nb_optim.h"
+
+#define NB_CFG_PATH_MAX 1024
+
+typedef struct {
+    char path[NB_CFG_PATH_MAX]; /* a file or "synthetic:NAME" */
+    long train_count, test_count; /* 0 = all (files) / default (synthetic) */
+    int augment;                /* 0 when "augment": false */
+    int pad, flip, rrc;
+    int size;                   /* output H = W, 0 = native */
+    int stream;
+    long mem_cap_mb;            /* 0 = default */
+    int prefetch;
+} nb_data_config;
+
+typedef struct {
+    char arch[32];
+    int num_classes;            /* 0 = the data's */
+    char shortcut;              /* 'A' | 'B' */
+    char stem[16];              /* "auto" | "imagenet" | "cifar" */
+    int width;
+    float bn_momentum, bn_eps;
+} nb_model_config;
+
+typedef struct {
+    char checkpoint[NB_CFG_PATH_MAX]; /* "" = none */
+    int strict;
+} nb_init_config;
+
+typedef struct {
+    char name[16];              /* "sgd" | "adamw" */
+    float lr, momentum, dampening, weight_decay, beta1, beta2, eps;
+    int nesterov;
+    int no_decay_bn_bias;
+} nb_optimizer_config;
+
+typedef struct {
+    char name[16];              /* nb_schedule_kind_name() values */
+    double warmup_epochs;       /* may be fractional */
+    float warmup_start_factor, min_lr, gamma;
+    double step_size;           /* epochs */
+    double milestones[NB_SCHED_MAX_MILESTONES]; /* epochs, increasing */
+    int n_milestones;
+    float pct_start, div_factor, final_div_factor;
+} nb_schedule_config;
+
+typedef struct {
+    char teacher[NB_CFG_PATH_MAX]; /* "" = no distillation */
+    float temperature, weight;
+} nb_distill_config;
+
+typedef struct {
+    int epochs, batch_size;
+    float label_smoothing, grad_clip;
+    int log_every, eval_every;
+    nb_optimizer_config optimizer;
+    nb_schedule_config schedule;
+    nb_distill_config distill;
+} nb_train_config;
+
+typedef struct {
+    char dir[NB_CFG_PATH_MAX];
+    int steps_every;
+} nb_output_config;
+
+typedef struct {
+    char name[128];
+    char source[NB_CFG_PATH_MAX]; /* the file it was loaded from ("" if none) */
+    uint64_t seed;
+    int threads;
+    nb_data_config data;
+    nb_model_config model;
+    nb_init_config init;
+    nb_train_config train;
+    nb_output_config output;
+} nb_config;
+
+/* Defaults for every key (data.path, model.arch, train.epochs and
+ * train.optimizer.lr are left empty/0: a config must set them). */
+void nb_config_defaults(nb_config *c);
+
+/* Load path (following "extends"), apply the n overrides "key.path=value"
+ * and validate. NB_STATUS_IO when a file cannot be read, NB_STATUS_BAD_INPUT
+ * for anything wrong in it (message: "FILE: KEY.PATH: what"; overrides are
+ * named "--set KEY.PATH"). *out is written only on success. */
+nb_status nb_config_load(const char *path, const char *const *overrides, int n, nb_config *out);
+/* The same from a JSON string (name: what messages call it, e.g. a
+ * checkpoint's path; "extends" is resolved relative to the working dir). */
+nb_status nb_config_parse(const char *json, const char *name, const char *const *overrides,
+                          int n, nb_config *out);
+
+/* The effective config as pretty-printed JSON (every key), nb_malloc'ed;
+ * NULL on OOM. nb_config_parse(nb_config_to_json(c)) gives c back. */
+char *nb_config_to_json(const nb_config *c);
+
+#endif
