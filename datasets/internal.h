@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include "h5_util.h"
 #include "nb_datasets.h"
 
 #define NB_DS_DEFAULT_MEM_CAP ((size_t)4 << 30)
@@ -37,34 +38,6 @@ nb_status nb_ds_set_meta(nb_dataset *ds, const char *name, const char *source, c
 /* h5_reader.c: chunk reads of a streamed split; closing its handles. */
 nb_status nb_ds_stream_read(const nb_dataset *ds, size_t first, size_t n, uint8_t *images);
 void nb_ds_stream_close(nb_dataset *ds);
-
-/* h5_util.c: HDF5 helpers. HDF5's automatic error printing is per thread
- * (thread-safe build): quiet_begin turns it off and remembers the old
- * handler, quiet_end restores it. */
-typedef struct {
-    H5E_auto2_t fn;
-    void *data;
-} nb_h5_quiet;
-void nb_h5_quiet_begin(nb_h5_quiet *q);
-void nb_h5_quiet_end(const nb_h5_quiet *q);
-/* The innermost message of this thread's HDF5 error stack ("" if none). */
-const char *nb_h5_error_detail(char *buf, size_t n);
-/* "uint8", "int32", "float32", "string", "compound", ... */
-const char *nb_h5_type_name(hid_t type, char *buf, size_t n);
-/* "(1000, 3, 32, 32)" of a dataspace; "scalar" for rank 0. */
-const char *nb_h5_space_str(hid_t space, char *buf, size_t n);
-/* Variable-length UTF-8 string type (caller closes with H5Tclose). */
-hid_t nb_h5_vlen_str_type(void);
-
-/* h5_attrs.c: checked reads of root attributes (messages name the file,
- * the attribute, its type and shape). Strings are nb_strdup'ed; the array
- * reader hands back all *count entries even on error (free them). */
-nb_status nb_h5_attr_int(const char *path, hid_t loc, const char *name, int *v);
-nb_status nb_h5_attr_floats(const char *path, hid_t loc, const char *name, int count,
-                            float *out);
-nb_status nb_h5_attr_string(const char *path, hid_t loc, const char *name, char **out);
-nb_status nb_h5_attr_strings(const char *path, hid_t loc, const char *name, int max_count,
-                             char ***out, int *count);
 
 /* h5_writer.c: writes a file in the schema, split by split, chunk by
  * chunk, into a temporary name renamed to `path` by finish. */
