@@ -72,6 +72,14 @@ nb_tensor *nb_shortcut_pad(nb_tape *t, nb_tensor *x, int stride, int out_c);
  * with label smoothing eps: target = (1 - eps) onehot + eps / K. Scalar. */
 nb_tensor *nb_cross_entropy(nb_tape *t, nb_tensor *logits, const int32_t *labels,
                             float label_smoothing);
+/* Knowledge-distillation loss of logits (N, K), scalar: (1 - weight) *
+ * cross_entropy(logits, labels, label_smoothing) + weight * T^2 * mean over
+ * the batch of KL(softmax(teacher / T) || softmax(logits / T)), T =
+ * temperature > 0, weight in [0, 1]. teacher_logits (N, K) is borrowed and
+ * gets no gradient; the gradient flows to logits only. */
+nb_tensor *nb_distill_loss(nb_tape *t, nb_tensor *logits, const int32_t *labels,
+                           const float *teacher_logits, float temperature, float weight,
+                           float label_smoothing);
 
 /* ---------------------------------------------------------- model */
 

@@ -13,5 +13,6 @@ const nb_op_def nb_op_table[NB_OP_COUNT] = {
     [NB_OP_FLATTEN] = {"flatten", nb_flatten_backward},
     [NB_OP_SHORTCUT_PAD] = {"shortcut_pad", nb_shortcut_pad_backward},
     [NB_OP_CROSS_ENTROPY] = {"cross_entropy", nb_cross_entropy_backward},
+    [NB_OP_DISTILL] = {"distill", nb_distill_backward},
 };
 _Static_assert(sizeof nb_op_table / sizeof nb_op_table[0] == NB_OP_COUNT, "one entry per op");

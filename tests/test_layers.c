@@ -283,6 +283,78 @@ START_TEST(test_cross_entropy) {
 }
 END_TEST
 
+typedef struct {
+    float temperature, weight, smoothing;
+} distill_case;
+
+static const distill_case distill_cases[] = {
+    {1.0f, 0.5f, 0.0f}, {4.0f, 0.7f, 0.1f}, {2.0f, 1.0f, 0.0f}, {3.0f, 0.0f, 0.2f}, {0.5f, 0.9f, 0.0f},
+};
+static float distill_teacher[6 * 4]; /* (6, 4), the labels are ce_labels */
+
+static nb_tensor *distill_fn(nb_tape *t, nb_tensor **in, void *user) {
+    const distill_case *c = user;
+    return nb_distill_loss(t, in[0], ce_labels, distill_teacher, c->temperature, c->weight, c->smoothing);
+}
+
+START_TEST(test_distill_loss) {
+    nb_rng r;
+    nb_rng_seed(&r, 8, 0);
+    nb_tensor *z = randn(&r, 2, (int[]){6, 4}, 1);
+    for (int i = 0; i < 24; i++) distill_teacher[i] = 2.0f * nb_rng_normal(&r);
+    nb_tensor *in[1] = {z};
+    for (size_t i = 0; i < sizeof distill_cases / sizeof distill_cases[0]; i++)
+        expect_gradcheck(distill_fn, (void *)&distill_cases[i], in, 1, 1e-2, 1e-2);
+    nb_tape *t = nb_tape_new();
+    /* weight 0 is cross-entropy, whatever the teacher and temperature */
+    for (int k = 0; k < 2; k++) {
+        const float eps = k ? 0.1f : 0.0f;
+        ck_assert_double_eq_tol(nb_distill_loss(t, z, ce_labels, distill_teacher, 3.0f, 0.0f, eps)->data[0],
+                                nb_cross_entropy(t, z, ce_labels, eps)->data[0], 1e-6);
+    }
+    /* weight 1, T 1, teacher == student: KL = 0, and so is the gradient */
+    nb_tape_reset(t);
+    z->grad = NULL;
+    nb_tensor *loss = nb_distill_loss(t, z, ce_labels, z->data, 1.0f, 1.0f, 0.0f);
+    ck_assert_double_eq_tol(loss->data[0], 0.0, 1e-7);
+    ck_assert_int_eq(nb_backward(t, loss), NB_OK);
+    for (int i = 0; i < 24; i++) ck_assert_double_eq_tol(z->grad[i], 0.0, 1e-7);
+    nb_tape_reset(t);
+    z->grad = NULL;
+
+    /* Hand values: student (0, 0) -> p = (1/2, 1/2), label 0 -> CE = ln 2;
+     * teacher (0, ln 3). T = 1: q = (1/4, 3/4),
+     *   KL = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812035, dz = T (p - q) = (1/4, -1/4).
+     * T = 2: teacher / 2 = (0, ln sqrt 3), q = (1, sqrt 3) / (1 + sqrt 3),
+     *   KL = sum q ln(2 q) = 0.0340..., loss (w 0.5) = 0.5 ln 2 + 0.5 * 4 KL. */
+    nb_tensor *s = nb_tensor_new(2, (int[]){1, 2});
+    s->requires_grad = 1;
+    const float teacher[2] = {0.0f, logf(3.0f)};
+    const int32_t lab = 0;
+    const double kl1 = 0.25 * log(0.5) + 0.75 * log(1.5);
+    loss = nb_distill_loss(t, s, &lab, teacher, 1.0f, 1.0f, 0.0f);
+    ck_assert_double_eq_tol(loss->data[0], kl1, 1e-6);
+    ck_assert_int_eq(nb_backward(t, loss), NB_OK);
+    ck_assert_double_eq_tol(s->grad[0], 0.25, 1e-6);
+    ck_assert_double_eq_tol(s->grad[1], -0.25, 1e-6);
+    nb_tape_reset(t);
+    s->grad = NULL;
+    const double q0 = 1.0 / (1.0 + sqrt(3.0)), q1 = sqrt(3.0) / (1.0 + sqrt(3.0));
+    const double kl2 = q0 * log(2.0 * q0) + q1 * log(2.0 * q1);
+    loss = nb_distill_loss(t, s, &lab, teacher, 2.0f, 0.5f, 0.0f);
+    ck_assert_double_eq_tol(loss->data[0], 0.5 * log(2.0) + 0.5 * 4.0 * kl2, 1e-6);
+    /* dz = 0.5 (p - onehot) + 0.5 * 2 (p - q) = 0.5 (-1/2, 1/2) + (1/2 - q0, 1/2 - q1) */
+    ck_assert_int_eq(nb_backward(t, loss), NB_OK);
+    ck_assert_double_eq_tol(s->grad[0], -0.25 + 0.5 - q0, 1e-6);
+    ck_assert_double_eq_tol(s->grad[1], 0.25 + 0.5 - q1, 1e-6);
+    nb_tape_free(t);
+    s->grad = NULL;
+    nb_tensor_free(s);
+    z->grad = NULL;
+    nb_tensor_free(z);
+}
+END_TEST
+
 /* ------------------------------------------------------------ autograd */
 
 START_TEST(test_residual_accumulates) {
@@ -437,6 +509,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_batchnorm_semantics);
     tcase_add_test(tc, test_simple_ops_gradcheck);
     tcase_add_test(tc, test_cross_entropy);
+    tcase_add_test(tc, test_distill_loss);
     tcase_add_test(tc, test_residual_accumulates);
     tcase_add_test(tc, test_no_grad_records_nothing);
     suite_add_tcase(s, tc);

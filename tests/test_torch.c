@@ -281,6 +281,44 @@ START_TEST(test_linear_and_ce_vs_torch) {
 }
 END_TEST
 
+START_TEST(test_distill_vs_torch) {
+    SKIP_WITHOUT_TORCH("distillation loss vs torch");
+    nb_rng r;
+    nb_rng_seed(&r, 65, 0);
+    /* (temperature, weight, smoothing) */
+    const float cases[3][3] = {{4.0f, 0.5f, 0.0f}, {2.0f, 0.9f, 0.1f}, {1.0f, 0.3f, 0.0f}};
+    nb_tape *t = nb_tape_new();
+    for (int k = 0; k < 3; k++) {
+        nb_tensor *z = randn(&r, 2, (int[]){16, 10}), *teacher = randn(&r, 2, (int[]){16, 10});
+        for (size_t i = 0; i < teacher->numel; i++) teacher->data[i] *= 3.0f;
+        int32_t labels[16];
+        float fl[16];
+        for (int i = 0; i < 16; i++) fl[i] = (float)(labels[i] = (int32_t)nb_rng_below(&r, 10));
+        nb_tensor *loss = nb_distill_loss(t, z, labels, teacher->data, cases[k][0], cases[k][1], cases[k][2]);
+        ck_assert_int_eq(nb_backward(t, loss), NB_OK);
+        const char *path = case_path("distill");
+        hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        h5_attr_str(f, "case", "distill");
+        h5_attr_num(f, "temperature", cases[k][0]);
+        h5_attr_num(f, "weight", cases[k][1]);
+        h5_attr_num(f, "smoothing", cases[k][2]);
+        h5_write_tensor(f, "logits", z);
+        h5_write_tensor(f, "teacher", teacher);
+        h5_write(f, "labels", fl, 1, (int[]){16});
+        H5Fclose(f);
+        hid_t o = run_oracle(path);
+        expect_close(o, "loss", loss->data, 1, 1e-5);
+        expect_close(o, "dlogits", z->grad, z->numel, 1e-4);
+        H5Fclose(o);
+        nb_tape_reset(t);
+        z->grad = NULL;
+        nb_tensor_free(z);
+        nb_tensor_free(teacher);
+    }
+    nb_tape_free(t);
+}
+END_TEST
+
 typedef struct {
     const char *arch, *shortcut, *stem;
     int size, training, seed;
@@ -379,6 +417,7 @@ static Suite *torch_suite(void) {
     tcase_add_loop_test(tc, test_conv_vs_torch, 0, (int)(sizeof conv_cases / sizeof conv_cases[0]));
     tcase_add_loop_test(tc, test_bn_vs_torch, 0, 2);
     tcase_add_test(tc, test_linear_and_ce_vs_torch);
+    tcase_add_test(tc, test_distill_vs_torch);
     tcase_add_loop_test(tc, test_model_vs_torch, 0, (int)(sizeof model_cases / sizeof model_cases[0]));
     suite_add_tcase(s, tc);
     return s;

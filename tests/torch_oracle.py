@@ -12,6 +12,8 @@ Cases (root attribute `case`):
                                                          running_mean, running_var
   linear  x, w, b, dy                                 -> y, dx, dw, db
   ce      logits, labels; attr smoothing              -> loss, dlogits
+  distill logits, labels, teacher; attrs temperature, weight, smoothing
+                                                      -> loss, dlogits
   model   x, labels, /model/<state_dict name>; attrs arch, shortcut (A|B),
           classes, stem (cifar|imagenet), training    -> logits, loss, dx,
           /grad/<param name>, /after/<buffer name>, tie_margin (the
@@ -152,6 +154,15 @@ def main():
         z = t(fin, "logits", True)
         labels = torch.from_numpy(np.array(fin["labels"], dtype=np.int64))
         loss = F.cross_entropy(z, labels, label_smoothing=float(attr(fin, "smoothing")))
+        loss.backward()
+        out = {"loss": loss.reshape(1), "dlogits": z.grad}
+    elif case == "distill":
+        z, teacher = t(fin, "logits", True), t(fin, "teacher")
+        labels = torch.from_numpy(np.array(fin["labels"], dtype=np.int64))
+        T, w = float(attr(fin, "temperature")), float(attr(fin, "weight"))
+        ce = F.cross_entropy(z, labels, label_smoothing=float(attr(fin, "smoothing")))
+        kl = F.kl_div(F.log_softmax(z / T, 1), F.softmax(teacher / T, 1), reduction="batchmean")
+        loss = (1 - w) * ce + w * T * T * kl
         loss.backward()
         out = {"loss": loss.reshape(1), "dlogits": z.grad}
     elif case == "model":
