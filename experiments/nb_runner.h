@@ -1,15 +1,22 @@
 /*
- * nb_runner.h — running a model over data: evaluation now, the training
- * loop as the runner lands.
+ * nb_runner.h — running a model over data: evaluation and the training
+ * loop of an experiment config.
  *
  * Example:
- *     nb_eval_result r;
- *     nb_evaluate(model, loader, tape, &r);   // loader without augmentation
- *     printf("top-1 %.2f%%\n", 100 * r.top1);
+ *     nb_config c;
+ *     nb_config_load("experiments/quickstart.json", NULL, 0, &c);
+ *     nb_train_opts o = nb_train_opts_default();
+ *     nb_train_result r;
+ *     if (nb_train(&c, &o, &r) != NB_OK) fprintf(stderr, "%s\n", nb_last_error());
+ *     printf("test top-1 %.2f%%\n", 100 * r.last.top1);
  */
 #ifndef NB_RUNNER_H
 #define NB_RUNNER_H
 
+#include <signal.h>
+
+#include "nb_checkpoint.h"
+#include "nb_config.h"
 #include "nb_datasets.h"
 #include "nb_layers.h"
 
@@ -29,5 +36,53 @@ void nb_topk_correct(const nb_tensor *logits, const int32_t *labels, long *top1,
  * (the model's train flag is restored). The tape is reset after each batch.
  * Errors from the loader are returned with its message. */
 nb_status nb_evaluate(nb_model *m, nb_loader *l, nb_tape *tape, nb_eval_result *out);
+
+/* ------------------------------------------------------------- training */
+
+typedef struct {
+    const char *resume_dir;  /* continue the run in this directory from its
+                                last.h5 (NULL: a fresh run; an existing
+                                last.h5 in output.dir is then an error) */
+    volatile sig_atomic_t *stop; /* when it becomes non-zero (SIGINT), the
+                                current step finishes, last.h5 is written
+                                and nb_train returns NB_STATUS_INTERRUPTED */
+    FILE *progress;          /* progress bar / log lines (default stderr) */
+    long stop_after_steps;   /* test hook: behave as if *stop were set after
+                                this many steps of this call (0 = never) */
+} nb_train_opts;
+
+nb_train_opts nb_train_opts_default(void);
+
+typedef struct {
+    int epochs_done;
+    long steps_done;
+    nb_eval_result last;     /* test metrics after the last epoch run */
+    double best_top1;        /* best test top-1 of the run (-1: none) */
+    double seconds;          /* wall time of this call */
+    char run_dir[NB_CFG_PATH_MAX];
+} nb_train_result;
+
+/* Train per the config: data, model (optionally initialised from
+ * init.checkpoint), optimizer and schedule, optional distillation from a
+ * teacher checkpoint. Writes into output.dir: config.json, metrics.csv (a
+ * row per epoch), steps.csv (a row every output.steps_every steps),
+ * last.h5 after every epoch (and on interruption), best.h5 when test
+ * top-1 improves. With opts->resume_dir, continues from its last.h5 exactly
+ * where it stopped (same results, bit for bit, for the same thread count).
+ * Errors: NB_STATUS_BAD_INPUT / NB_STATUS_IO (data, checkpoints, run dir),
+ * NB_STATUS_NUMERIC for a NaN/Inf loss (names the step; last.h5 keeps the
+ * last good state), NB_STATUS_INTERRUPTED after a stop request. */
+nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_result *out);
+
+/* Build the model a config describes for data with C channels, H = W =
+ * size pixels and `classes` classes (used when model.num_classes is 0).
+ * Owned by the caller; NULL with a message on bad settings. */
+nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes, nb_rng *rng);
+
+/* A model from a checkpoint for data with C channels and size x size
+ * pixels: its stored config's architecture and options, weights loaded
+ * strictly. *cfg (may be NULL) receives that config. *out is owned. */
+nb_status nb_model_from_checkpoint(const char *path, int C, int size, nb_model **out,
+                                   nb_config *cfg);
 
 #endif

@@ -1,0 +1,24 @@
+/* Internals shared by the runner's files (train.c, run_setup.c, the CLI
+ * commands that build runs). */
+#ifndef NB_RUN_INTERNAL_H
+#define NB_RUN_INTERNAL_H
+
+#include "nibble.h"
+
+/* One split of the config's data; with data.train_count / test_count set
+ * (files), only the first that many examples, in memory. Owned. */
+nb_status nb_run_open_split(const nb_config *c, const char *split, nb_dataset **out);
+/* A loader over ds (borrowed) with the config's augmentation when train. */
+nb_status nb_run_loader(const nb_config *c, nb_dataset *ds, int train, int batch, nb_loader **out);
+/* The optimizer with the config's settings and parameter groups ("decay",
+ * and "no_decay" for biases and batchnorm parameters unless
+ * train.optimizer.no_decay_bn_bias is false) over m's parameters. Owned;
+ * NULL with a message. */
+nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m);
+/* The config's schedule in optimizer steps. */
+nb_status nb_run_schedule(const nb_config *c, long steps_per_epoch, nb_schedule *s);
+
+/* mkdir -p; NB_STATUS_IO naming the path on failure. */
+nb_status nb_run_mkdirs(const char *path);
+
+#endif
