@@ -12,6 +12,9 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"train", nb_cmd_train, "train a model from an experiment config (JSON)"},
+    {"eval", nb_cmd_eval, "evaluate a checkpoint: top-1, top-5, loss"},
+    {"inspect", nb_cmd_inspect, "list what a checkpoint holds"},
     {"bench", nb_cmd_bench, "measure training and inference throughput of a model"},
     {"data", nb_cmd_data, "import, inspect and check datasets (HDF5)"},
 };

@@ -5,6 +5,9 @@
 #define NB_CLI_H
 
 int nb_cmd_bench(int argc, char **argv);
+int nb_cmd_train(int argc, char **argv);
+int nb_cmd_eval(int argc, char **argv);
+int nb_cmd_inspect(int argc, char **argv);
 
 /* Parse the value of an integer flag in [lo, hi]; on a bad value print
  * "nibble CMD: FLAG expects an integer in LO..HI, got 'S'" and return 0. */

@@ -1,0 +1,109 @@
+/* `nibble eval CHECKPOINT [--data FILE] [--split S] [--json]`. */
+#include <getopt.h>
+#include <string.h>
+
+#include "nb_cli.h"
+#include "run_internal.h"
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+            "usage: nibble eval CHECKPOINT.h5 [--data FILE.h5|synthetic:NAME] [--split test|train]\n"
+            "                   [--batch N] [--threads N] [--json]\n"
+            "\n"
+            "Evaluates a checkpoint (model and settings from the config stored in it) on a\n"
+            "split without augmentation: top-1, top-5, mean cross-entropy and the count.\n"
+            "\n"
+            "  --data FILE   dataset (default: the checkpoint config's data.path)\n"
+            "  --split S     test (default) or train\n"
+            "  --batch N     batch size (default 256)\n"
+            "  --threads N   worker threads (default: the config's)\n"
+            "  --json        one JSON object with keys top1, top5 (fractions), loss, n\n");
+}
+
+int nb_cmd_eval(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"data", required_argument, 0, 'd'}, {"split", required_argument, 0, 'p'},
+        {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
+        {"json", no_argument, 0, 'j'},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *data = NULL, *split = "test";
+    long batch = 256, threads = 0;
+    int json = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd': data = optarg; break;
+        case 'p':
+            if (strcmp(optarg, "test") && strcmp(optarg, "train")) {
+                fprintf(stderr, "nibble eval: --split expects test or train, got '%s'\n", optarg);
+                return 2;
+            }
+            split = optarg;
+            break;
+        case 'b':
+            if (!nb_cli_parse_long("eval", "--batch", optarg, 1, 65536, &batch)) return 2;
+            break;
+        case 't':
+            if (!nb_cli_parse_long("eval", "--threads", optarg, 1, 1024, &threads)) return 2;
+            break;
+        case 'j': json = 1; break;
+        case 'h': eval_usage(stdout); return 0;
+        default:
+            fprintf(stderr, "nibble eval: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            eval_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "nibble eval: expected one CHECKPOINT.h5\n");
+        eval_usage(stderr);
+        return 2;
+    }
+    const char *ckpt = argv[optind];
+    char *cjson = NULL, arch[32];
+    nb_config cfg;
+    nb_status st = nb_checkpoint_read_config(ckpt, &cjson, arch, sizeof arch);
+    if (st == NB_OK) st = nb_config_parse(cjson, ckpt, NULL, 0, &cfg);
+    nb_free(cjson);
+    nb_dataset *ds = NULL;
+    nb_loader *l = NULL;
+    nb_model *m = NULL;
+    nb_tape *tape = NULL;
+    nb_eval_result r = {0};
+    if (st != NB_OK) goto done;
+    if (data) {
+        snprintf(cfg.data.path, sizeof cfg.data.path, "%s", data);
+        cfg.data.train_count = cfg.data.test_count = 0;
+    }
+    nb_set_threads(threads > 0 ? (int)threads : cfg.threads > 0 ? cfg.threads : 2);
+    if ((st = nb_run_open_split(&cfg, split, &ds)) != NB_OK) goto done;
+    if ((st = nb_run_loader(&cfg, ds, 0, (int)batch, &l)) != NB_OK) goto done;
+    st = nb_model_from_checkpoint(ckpt, nb_dataset_channels(ds), nb_loader_out_h(l), &m, NULL);
+    if (st != NB_OK) goto done;
+    if (m->opts.num_classes < nb_dataset_classes(ds)) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s has %d classes, the model in %s only %d",
+                          cfg.data.path, nb_dataset_classes(ds), ckpt, m->opts.num_classes);
+        goto done;
+    }
+    if (!(tape = nb_tape_new())) {
+        st = NB_STATUS_OOM;
+        goto done;
+    }
+    if ((st = nb_loader_start_epoch(l, 0)) == NB_OK) st = nb_evaluate(m, l, tape, &r);
+done:
+    nb_tape_free(tape);
+    nb_model_free(m);
+    nb_loader_free(l);
+    nb_dataset_free(ds);
+    if (st != NB_OK) {
+        fprintf(stderr, "nibble eval: %s\n", nb_last_error());
+        return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1;
+    }
+    if (json)
+        printf("{\"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"n\": %ld}\n", r.top1, r.top5, r.loss, r.n);
+    else
+        printf("%s on %s (%s): top-1 %.2f%% top-5 %.2f%% loss %.4f (%ld images)\n", ckpt, cfg.data.path,
+               split, 100.0 * r.top1, 100.0 * r.top5, r.loss, r.n);
+    return 0;
+}

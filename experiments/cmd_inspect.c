@@ -1,0 +1,85 @@
+/* `nibble inspect CHECKPOINT`: what a checkpoint holds. */
+#include <string.h>
+
+#include "nb_cli.h"
+#include "nibble.h"
+
+static void inspect_usage(FILE *f) {
+    fprintf(f,
+            "usage: nibble inspect CHECKPOINT.h5 [--no-config]\n"
+            "\n"
+            "Prints a checkpoint's architecture, position (epoch, step), every tensor with\n"
+            "its shape and element count, parameter totals, quantizer settings and the\n"
+            "effective config it was trained with (omitted with --no-config).\n");
+}
+
+static long numel_of(const nb_ckpt_tensor *t) {
+    long n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+int nb_cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    int show_config = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            inspect_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--no-config")) {
+            show_config = 0;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "nibble inspect: unknown option '%s'\n", argv[i]);
+            inspect_usage(stderr);
+            return 2;
+        } else if (path) {
+            fprintf(stderr, "nibble inspect: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "nibble inspect: expected one CHECKPOINT.h5\n");
+        inspect_usage(stderr);
+        return 2;
+    }
+    char *json = NULL, arch[32];
+    nb_ckpt_meta meta;
+    nb_ckpt_tensor *ts = NULL;
+    int n = 0;
+    nb_status st = nb_checkpoint_read_config(path, &json, arch, sizeof arch);
+    if (st == NB_OK) st = nb_checkpoint_load_state(path, NULL, &meta);
+    if (st == NB_OK) st = nb_checkpoint_list(path, &ts, &n);
+    if (st != NB_OK) {
+        fprintf(stderr, "nibble inspect: %s\n", nb_last_error());
+        nb_free(json);
+        nb_free(ts);
+        return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1;
+    }
+    nb_free((void *)meta.config_json);
+    printf("%s: %s checkpoint, epoch %d, step %ld", path, arch, meta.epoch, meta.step);
+    if (meta.step_in_epoch) printf(" (%ld steps into epoch %d)", meta.step_in_epoch, meta.epoch + 1);
+    if (meta.best_top1 >= 0) printf(", best test top-1 %.2f%%", 100.0 * meta.best_top1);
+    printf("\n\n%-48s %-20s %-8s %10s\n", "tensor", "shape", "dtype", "elements");
+    long model = 0, optim = 0, quant = 0;
+    for (int i = 0; i < n; i++) {
+        char shape[64] = "()";
+        int len = 0;
+        for (int d = 0; d < ts[i].ndim; d++)
+            len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%ld", d ? ", " : "(", ts[i].shape[d]);
+        if (ts[i].ndim) snprintf(shape + len, sizeof shape - (size_t)len, ")");
+        const long k = numel_of(&ts[i]);
+        printf("%-48s %-20s %-8s %10ld\n", ts[i].name, shape, ts[i].dtype, k);
+        if (!strncmp(ts[i].name, "model/", 6)) model += k;
+        else if (!strncmp(ts[i].name, "optim/", 6)) optim += k;
+        else if (!strncmp(ts[i].name, "quant/", 6)) quant += k;
+    }
+    printf("\nmodel: %ld values (parameters and buffers); optimizer state: %ld; quantizer state: %ld\n",
+           model, optim, quant);
+    printf("quantizers: %s\n", quant ? "see quant/ above" : "none (FP32 model)");
+    if (show_config && json) printf("\nconfig:\n%s\n", json);
+    nb_free(json);
+    nb_free(ts);
+    return 0;
+}
