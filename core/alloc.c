@@ -2,6 +2,7 @@
  * tests (Lua's ltests.c idea): nb_alloc_fail_after(n) fails the n-th call. */
 #include "nb_core.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,27 +48,18 @@ void *nb_calloc(size_t count, size_t size) {
 void *nb_realloc(void *p, size_t bytes) {
     if (!p) return nb_malloc(bytes);
     if (bytes == 0) bytes = 1;
-    /* posix_memalign memory may be passed to realloc, but the result loses
-     * the alignment guarantee; re-align when needed. */
-    if (should_fail()) {
+    /* realloc() would lose posix_memalign's alignment, so grow by moving to
+     * a new aligned block; on failure p stays valid and unchanged, as with
+     * realloc. */
+    const size_t old = malloc_usable_size(p);
+    if (bytes <= old) return p;
+    void *r = nb_malloc(bytes);
+    if (!r) {
         nb_set_error(NB_STATUS_OOM, "out of memory reallocating to %zu bytes", bytes);
         return NULL;
     }
-    void *q = realloc(p, bytes);
-    if (!q) {
-        nb_set_error(NB_STATUS_OOM, "out of memory reallocating to %zu bytes", bytes);
-        return NULL;
-    }
-    atomic_fetch_add(&alloc_count, 1);
-    if (((uintptr_t)q % NB_ALIGN) == 0) return q;
-    void *r = NULL;
-    if (posix_memalign(&r, NB_ALIGN, bytes) != 0) {
-        free(q);
-        nb_set_error(NB_STATUS_OOM, "out of memory reallocating to %zu bytes", bytes);
-        return NULL;
-    }
-    memcpy(r, q, bytes);
-    free(q);
+    memcpy(r, p, old);
+    free(p);
     return r;
 }
 

@@ -31,6 +31,25 @@ START_TEST(test_alloc_failure_injection) {
 }
 END_TEST
 
+/* nb_realloc keeps the 64-byte alignment and the contents; when it fails
+ * the old block is still valid and unchanged (as with realloc). */
+START_TEST(test_realloc_keeps_block_on_failure) {
+    int *p = nb_malloc(sizeof(int) * 4);
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < 4; i++) p[i] = 10 + i;
+    nb_alloc_fail_after(1);
+    ck_assert_ptr_null(nb_realloc(p, sizeof(int) * 100000));
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(p[i], 10 + i);
+    int *q = nb_realloc(p, sizeof(int) * 100000);
+    ck_assert_ptr_nonnull(q);
+    ck_assert_uint_eq((uintptr_t)q % 64, 0);
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(q[i], 10 + i);
+    q[99999] = 7;
+    ck_assert_ptr_eq(nb_realloc(q, sizeof(int) * 8), q); /* shrinking keeps the block */
+    nb_free(q);
+}
+END_TEST
+
 START_TEST(test_tensor_shapes) {
     nb_tensor *t = nb_tensor_new(4, (int[]){2, 3, 4, 5});
     ck_assert_ptr_nonnull(t);
@@ -171,6 +190,7 @@ static Suite *core_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_error_message);
     tcase_add_test(tc, test_alloc_failure_injection);
+    tcase_add_test(tc, test_realloc_keeps_block_on_failure);
     tcase_add_test(tc, test_tensor_shapes);
     tcase_add_test(tc, test_arena_steady_state);
     tcase_add_test(tc, test_rng_reproducible);
