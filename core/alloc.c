@@ -24,14 +24,18 @@ static int should_fail(void) {
     return 0;
 }
 
+/* posix_memalign without the failure hook; NULL with a message on failure. */
+static void *aligned_new(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, NB_ALIGN, bytes) != 0) return NULL;
+    atomic_fetch_add(&alloc_count, 1);
+    return p;
+}
+
 void *nb_malloc(size_t bytes) {
     if (bytes == 0) bytes = 1;
-    void *p = NULL;
-    if (should_fail() || posix_memalign(&p, NB_ALIGN, bytes) != 0) {
-        nb_set_error(NB_STATUS_OOM, "out of memory allocating %zu bytes", bytes);
-        return NULL;
-    }
-    atomic_fetch_add(&alloc_count, 1);
+    void *p = should_fail() ? NULL : aligned_new(bytes);
+    if (!p) nb_set_error(NB_STATUS_OOM, "out of memory allocating %zu bytes", bytes);
     return p;
 }
 
@@ -50,10 +54,14 @@ void *nb_realloc(void *p, size_t bytes) {
     if (bytes == 0) bytes = 1;
     /* realloc() would lose posix_memalign's alignment, so grow by moving to
      * a new aligned block; on failure p stays valid and unchanged, as with
-     * realloc. */
+     * realloc. Every call counts for the failure hook, even one that fits
+     * in place. */
+    void *r = NULL;
     const size_t old = malloc_usable_size(p);
-    if (bytes <= old) return p;
-    void *r = nb_malloc(bytes);
+    if (!should_fail()) {
+        if (bytes <= old) return p;
+        r = aligned_new(bytes);
+    }
     if (!r) {
         nb_set_error(NB_STATUS_OOM, "out of memory reallocating to %zu bytes", bytes);
         return NULL;
