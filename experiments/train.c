@@ -115,6 +115,7 @@ typedef struct {
     char dir[NB_CFG_PATH_MAX], last[NB_CFG_PATH_MAX + 16], best[NB_CFG_PATH_MAX + 16];
     long spe;                 /* steps per epoch */
     nb_ckpt_meta meta;        /* position and running sums */
+    long saved_step;          /* the step last.h5 holds */
 } run;
 
 static void run_free(run *r) {
@@ -157,7 +158,9 @@ nb_status nb_model_from_checkpoint(const char *path, int C, int size, nb_model *
 static nb_status save(run *r, const char *path) {
     r->meta.config_json = r->config_json;
     r->meta.rng = r->rng;
-    return nb_checkpoint_save(path, r->m, r->opt, &r->meta);
+    nb_status st = nb_checkpoint_save(path, r->m, r->opt, &r->meta);
+    if (st == NB_OK && path == r->last) r->saved_step = r->meta.step;
+    return st;
 }
 
 static nb_status setup(run *r, const nb_train_opts *o) {
@@ -197,6 +200,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         nb_free((void *)r->meta.config_json);
         r->meta.config_json = NULL;
         r->rng = r->meta.rng;
+        r->saved_step = r->meta.step;
     } else {
         if (file_exists(r->last))
             return nb_set_error(NB_STATUS_BAD_INPUT,
@@ -240,13 +244,18 @@ static nb_status open_run_dir(run *r) {
 }
 
 static nb_status numeric_stop(run *r, const char *what, double v) {
-    const long b = r->meta.step_in_epoch + 1;
+    const long step = r->meta.step + 1, batch = r->meta.step_in_epoch + 1;
+    const int epoch = r->meta.epoch + 1;
+    if (!file_exists(r->last))
+        return nb_set_error(NB_STATUS_NUMERIC,
+                            "step %ld (epoch %d, batch %ld): %s is %g; stopping. No checkpoint was "
+                            "written yet. HINT: lower train.optimizer.lr, add warmup "
+                            "(train.schedule.warmup_epochs) or set train.grad_clip",
+                            step, epoch, batch, what, v);
     return nb_set_error(NB_STATUS_NUMERIC,
-                        "step %ld (epoch %d, batch %ld): %s is %g; stopping. %s keeps the last "
-                        "good state (end of epoch %d)%s",
-                        r->meta.step + 1, r->meta.epoch + 1, b, what, v,
-                        file_exists(r->last) ? r->last : "no checkpoint was written yet:",
-                        r->meta.epoch, file_exists(r->last) ? "" : " lower train.optimizer.lr or set train.grad_clip");
+                        "step %ld (epoch %d, batch %ld): %s is %g; stopping. %s keeps the last good "
+                        "state (step %ld)",
+                        step, epoch, batch, what, v, r->last, r->saved_step);
 }
 
 /* One optimizer step on the batch (x, y, n). */
