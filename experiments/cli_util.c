@@ -5,6 +5,8 @@
 
 #include "nb_cli.h"
 
+int nb_cli_exit_code(nb_status st) { return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1; }
+
 int nb_cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;

@@ -53,7 +53,7 @@ int nb_cmd_data(int argc, char **argv) {
 int nb_data_fail(const char *cmd, nb_status st) {
     const char *msg = nb_last_error();
     fprintf(stderr, "nibble data %s: %s\n", cmd, msg[0] ? msg : nb_status_name(st));
-    return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1;
+    return nb_cli_exit_code(st);
 }
 
 int nb_data_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi,

@@ -61,11 +61,8 @@ int nb_cmd_eval(int argc, char **argv) {
         return 2;
     }
     const char *ckpt = argv[optind];
-    char *cjson = NULL, arch[32];
     nb_config cfg;
-    nb_status st = nb_checkpoint_read_config(ckpt, &cjson, arch, sizeof arch);
-    if (st == NB_OK) st = nb_config_parse(cjson, ckpt, NULL, 0, &cfg);
-    nb_free(cjson);
+    nb_status st = nb_config_from_checkpoint(ckpt, NULL, 0, &cfg);
     nb_dataset *ds = NULL;
     nb_loader *l = NULL;
     nb_model *m = NULL;
@@ -98,7 +95,7 @@ done:
     nb_dataset_free(ds);
     if (st != NB_OK) {
         fprintf(stderr, "nibble eval: %s\n", nb_last_error());
-        return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1;
+        return nb_cli_exit_code(st);
     }
     if (json)
         printf("{\"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"n\": %ld}\n", r.top1, r.top5, r.loss, r.n);

@@ -55,7 +55,7 @@ int nb_cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "nibble inspect: %s\n", nb_last_error());
         nb_free(json);
         nb_free(ts);
-        return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1;
+        return nb_cli_exit_code(st);
     }
     nb_free((void *)meta.config_json);
     printf("%s: %s checkpoint, epoch %d, step %ld", path, arch, meta.epoch, meta.step);

@@ -73,11 +73,9 @@ int nb_cmd_train(int argc, char **argv) {
     if (path) {
         st = nb_config_load(path, sets, n_sets, &cfg);
     } else {
-        char last[NB_CFG_PATH_MAX + 16], arch[32], *json = NULL;
+        char last[NB_CFG_PATH_MAX + 16];
         snprintf(last, sizeof last, "%s/last.h5", resume);
-        st = nb_checkpoint_read_config(last, &json, arch, sizeof arch);
-        if (st == NB_OK) st = nb_config_parse(json, last, sets, n_sets, &cfg);
-        nb_free(json);
+        st = nb_config_from_checkpoint(last, sets, n_sets, &cfg);
     }
     if (st != NB_OK) {
         fprintf(stderr, "nibble train: %s\n", nb_last_error());
@@ -99,7 +97,7 @@ int nb_cmd_train(int argc, char **argv) {
     if (st != NB_OK) {
         fprintf(stderr, "nibble train: %s\n", nb_last_error());
         if (st == NB_STATUS_INTERRUPTED) return 130;
-        return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1;
+        return nb_cli_exit_code(st);
     }
     printf("%s: test top-1 %.2f%% top-5 %.2f%% loss %.4f (%ld images) after %d epochs, best top-1 "
            "%.2f%%, %.1f s; checkpoint %s/last.h5\n",

@@ -4,6 +4,8 @@
 #ifndef NB_CLI_H
 #define NB_CLI_H
 
+#include "nb_core.h"
+
 int nb_cmd_bench(int argc, char **argv);
 int nb_cmd_train(int argc, char **argv);
 int nb_cmd_eval(int argc, char **argv);
@@ -13,5 +15,9 @@ int nb_cmd_inspect(int argc, char **argv);
  * "nibble CMD: FLAG expects an integer in LO..HI, got 'S'" and return 0. */
 int nb_cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 int nb_cmd_data(int argc, char **argv);
+
+/* The exit code for a failed status: 2 for bad input or unreadable files,
+ * 1 otherwise. */
+int nb_cli_exit_code(nb_status st);
 
 #endif

@@ -79,6 +79,11 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
  * Owned by the caller; NULL with a message on bad settings. */
 nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes, nb_rng *rng);
 
+/* The effective config stored in a checkpoint, with n overrides
+ * ("key.path=value") applied; messages name the checkpoint's path. */
+nb_status nb_config_from_checkpoint(const char *path, const char *const *overrides, int n,
+                                    nb_config *out);
+
 /* A model from a checkpoint for data with C channels and size x size
  * pixels: its stored config's architecture and options, weights loaded
  * strictly. *cfg (may be NULL) receives that config. *out is owned. */

@@ -6,6 +6,15 @@
 
 #include "run_internal.h"
 
+nb_status nb_config_from_checkpoint(const char *path, const char *const *overrides, int n,
+                                    nb_config *out) {
+    char *json = NULL;
+    nb_status st = nb_checkpoint_read_config(path, &json, NULL, 0);
+    if (st == NB_OK) st = nb_config_parse(json, path, overrides, n, out);
+    nb_free(json);
+    return st;
+}
+
 nb_status nb_run_open_split(const nb_config *c, const char *split, nb_dataset **out) {
     const nb_data_config *d = &c->data;
     const long want = !strcmp(split, "train") ? d->train_count : d->test_count;

@@ -133,13 +133,8 @@ static void run_free(run *r) {
 }
 
 nb_status nb_model_from_checkpoint(const char *path, int C, int size, nb_model **out, nb_config *cfg) {
-    char *json = NULL, arch[32];
-    nb_status st = nb_checkpoint_read_config(path, &json, arch, sizeof arch);
-    if (st != NB_OK) return st;
     nb_config c;
-    st = json ? nb_config_parse(json, path, NULL, 0, &c)
-              : nb_set_error(NB_STATUS_BAD_INPUT, "%s: the checkpoint holds no config", path);
-    nb_free(json);
+    nb_status st = nb_config_from_checkpoint(path, NULL, 0, &c);
     if (st != NB_OK) return st;
     nb_rng rng;
     nb_rng_seed(&rng, c.seed, 0);
