@@ -89,11 +89,15 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
     NB_ASSERT(y, "conv2d: %s", nb_last_error());
     const int CKK = g.C * g.KH * g.KW, OHW = g.OH * g.OW;
     const int nt = nb_get_threads();
-    const int pointwise = is_pointwise(&g), same = nb_conv_same_applies(&g);
+    const int pointwise = is_pointwise(&g), wino = nb_conv_wino_applies(&g);
+    const int same = wino || nb_conv_same_applies(&g);
     float *cols = (pointwise || same) ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
     NB_ASSERT(pointwise || same || cols, "conv2d: %s", nb_last_error());
 
-    if (same) nb_conv_same_forward(t, &g, N, x->data, w->data, b ? b->data : NULL, y->data);
+    if (wino)
+        nb_conv_wino_forward(t, &g, N, x->data, w->data, b ? b->data : NULL, y->data);
+    else if (same)
+        nb_conv_same_forward(t, &g, N, x->data, w->data, b ? b->data : NULL, y->data);
 #pragma omp parallel for schedule(static) num_threads(nt) if (!same)
     for (int n = 0; n < (same ? 0 : N); n++) {
         const float *xn = x->data + (size_t)n * g.C * g.H * g.W;
@@ -134,6 +138,10 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &dx_fresh) : NULL;
     float *dw = w->requires_grad ? nb_tape_grad(t, w) : NULL;
     float *db = (b && b->requires_grad) ? nb_tape_grad(t, b) : NULL;
+    if (nb_conv_wino_applies(&g)) {
+        nb_conv_wino_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
+        return;
+    }
     if (nb_conv_same_applies(&g)) {
         nb_conv_same_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
         return;

@@ -51,6 +51,15 @@ void nb_conv_same_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
 void nb_conv_same_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                            const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
+/* 3x3 stride-1 pad-1 convolutions with at least 8 input and output
+ * channels run by Winograd F(2x2, 3x3) (layers/conv2d_wino.c) unless
+ * NB_CONV=direct is set; same arguments as nb_conv_same_*. */
+int nb_conv_wino_applies(const conv_geom *g);
+void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                          const float *b, float *y);
+void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                           const float *dy, float *dx, int dx_fresh, float *dw, float *db);
+
 /* Shape helper for asserts: "(2, 3, 4, 4)". */
 #define NB_SHAPE(t, buf) nb_shape_str((t), (buf), sizeof(buf))
 

@@ -1,5 +1,6 @@
 /* Ops against finite differences and naive references; models' layout. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nb_test.h"
@@ -41,7 +42,11 @@ static const conv_case conv_cases[] = {
     {1, 2, 11, 10, 3, 7, 2, 3, 1}, /* 7x7 stride 2 stem */
     {2, 1, 4, 4, 2, 3, 1, 0, 1},  /* no padding */
     {3, 5, 6, 9, 4, 5, 1, 2, 1},  /* 5x5 "same": shifted-GEMM path */
-    {3, 17, 8, 8, 33, 3, 1, 1, 0}, /* 3x3 "same", channels off the vector width */
+    {3, 17, 8, 8, 33, 3, 1, 1, 0}, /* 3x3 "same", Winograd, channels off the vector width */
+    {2, 9, 7, 11, 10, 3, 1, 1, 1}, /* Winograd: odd height and width, bias */
+    {4, 64, 6, 6, 64, 3, 1, 1, 0}, /* Winograd: chunks that span images, a short last one */
+    {2, 8, 5, 19, 8, 3, 1, 1, 0},  /* Winograd: rows of 10 tiles (a full and a partial 8) */
+    {2, 3, 9, 9, 16, 3, 1, 1, 0},  /* 3 input channels: the shifted-GEMM path, not Winograd */
 };
 
 static nb_tensor *conv_fn(nb_tape *t, nb_tensor **in, void *user) {
@@ -101,6 +106,83 @@ START_TEST(test_conv2d_matches_direct) {
     nb_tensor_free(x);
     nb_tensor_free(w);
     nb_tensor_free(b);
+}
+END_TEST
+
+/* dx, dw and db against naive loops in double, with x used by two convs so
+ * that the second one's dx adds into the first one's (the accumulating
+ * path of every kernel). */
+START_TEST(test_conv2d_backward_matches_direct) {
+    const conv_case *c = &conv_cases[_i];
+    nb_rng r;
+    nb_rng_seed(&r, 300 + (uint64_t)_i, 0);
+    nb_tensor *x = randn(&r, 4, (int[]){c->N, c->C, c->H, c->W}, 1);
+    nb_tensor *w = randn(&r, 4, (int[]){c->OC, c->C, c->K, c->K}, 1);
+    nb_tensor *b = randn(&r, 1, (int[]){c->OC}, 1);
+    nb_tensor *w2 = randn(&r, 4, (int[]){c->OC, c->C, c->K, c->K}, 0);
+    const int OH = (c->H + 2 * c->pad - c->K) / c->stride + 1, OW = (c->W + 2 * c->pad - c->K) / c->stride + 1;
+    const size_t ny = (size_t)c->N * c->OC * OH * OW;
+    float *dy = malloc(sizeof(float) * 2 * ny);
+    for (size_t i = 0; i < 2 * ny; i++) dy[i] = (float)nb_rng_uniform(&r) - 0.5f;
+    for (int threads = 1; threads <= 2; threads++) {
+        nb_set_threads(threads);
+        nb_tape *t = nb_tape_new();
+        nb_conv2d_params p = {.stride = c->stride, .pad = c->pad};
+        nb_tensor *y1 = nb_conv2d(t, x, w, c->bias ? b : NULL, &p);
+        nb_tensor *y2 = nb_conv2d(t, x, w2, NULL, &p);
+        /* L = sum(y1 * dy1) + sum(y2 * dy2) through one graph */
+        nb_tensor *y = nb_add(t, y1, y2);
+        ck_assert_int_eq(nb_backward_seed(t, y, dy), NB_OK);
+        (void)ny;
+        for (int n = 0; n < c->N; n++)
+            for (int ci = 0; ci < c->C; ci++)
+                for (int ih = 0; ih < c->H; ih++)
+                    for (int iw = 0; iw < c->W; iw++) {
+                        double acc = 0.0;
+                        for (int o = 0; o < c->OC; o++)
+                            for (int kh = 0; kh < c->K; kh++)
+                                for (int kw = 0; kw < c->K; kw++) {
+                                    int oh = ih + c->pad - kh, ow = iw + c->pad - kw;
+                                    if (oh % c->stride || ow % c->stride) continue;
+                                    oh /= c->stride, ow /= c->stride;
+                                    if (oh < 0 || ow < 0 || oh >= OH || ow >= OW) continue;
+                                    const size_t wi = ((size_t)(o * c->C + ci) * c->K + kh) * c->K + kw;
+                                    acc += (double)dy[((size_t)(n * c->OC + o) * OH + oh) * OW + ow] *
+                                           (w->data[wi] + (double)w2->data[wi]);
+                                }
+                        const float got = x->grad[((size_t)(n * c->C + ci) * c->H + ih) * c->W + iw];
+                        ck_assert_msg(fabs(got - acc) <= 1e-4 * (1 + fabs(acc)), "dx: %g vs %g", got, acc);
+                    }
+        for (int o = 0; o < c->OC; o++) {
+            double db = 0.0;
+            for (int n = 0; n < c->N; n++)
+                for (int i = 0; i < OH * OW; i++) db += dy[(size_t)(n * c->OC + o) * OH * OW + i];
+            if (c->bias) ck_assert_msg(fabs(b->grad[o] - db) <= 1e-4 * (1 + fabs(db)), "db: %g vs %g", b->grad[o], db);
+            for (int ci = 0; ci < c->C; ci++)
+                for (int kh = 0; kh < c->K; kh++)
+                    for (int kw = 0; kw < c->K; kw++) {
+                        double acc = 0.0;
+                        for (int n = 0; n < c->N; n++)
+                            for (int oh = 0; oh < OH; oh++)
+                                for (int ow = 0; ow < OW; ow++) {
+                                    const int ih = oh * c->stride - c->pad + kh, iw = ow * c->stride - c->pad + kw;
+                                    if (ih < 0 || iw < 0 || ih >= c->H || iw >= c->W) continue;
+                                    acc += (double)dy[((size_t)(n * c->OC + o) * OH + oh) * OW + ow] *
+                                           x->data[((size_t)(n * c->C + ci) * c->H + ih) * c->W + iw];
+                                }
+                        const float got = w->grad[((size_t)(o * c->C + ci) * c->K + kh) * c->K + kw];
+                        ck_assert_msg(fabs(got - acc) <= 1e-4 * (1 + fabs(acc)), "dw: %g vs %g", got, acc);
+                    }
+        }
+        nb_tape_free(t);
+        x->grad = w->grad = b->grad = NULL;
+    }
+    nb_set_threads(1);
+    free(dy);
+    nb_tensor_free(x);
+    nb_tensor_free(w);
+    nb_tensor_free(b);
+    nb_tensor_free(w2);
 }
 END_TEST
 
@@ -504,6 +586,7 @@ static Suite *layers_suite(void) {
     int nconv = (int)(sizeof conv_cases / sizeof conv_cases[0]);
     tcase_add_loop_test(tc, test_conv2d_gradcheck, 0, nconv);
     tcase_add_loop_test(tc, test_conv2d_matches_direct, 0, nconv);
+    tcase_add_loop_test(tc, test_conv2d_backward_matches_direct, 0, nconv);
     tcase_add_test(tc, test_linear_gradcheck);
     tcase_add_test(tc, test_batchnorm_gradcheck);
     tcase_add_test(tc, test_batchnorm_semantics);

@@ -390,7 +390,13 @@ START_TEST(test_model_vs_torch) {
     ck_assert_msg(margin > 3e-6, "case %d: activation within %.3g of a tie: pick another seed", _i, margin);
     expect_close(o, "logits", logits->data, logits->numel, 1e-4);
     expect_close(o, "loss", loss->data, 1, 1e-5);
-    expect_close(o, "dx", x->grad, x->numel, 1e-4);
+    /* dx is the end of the whole backward: float32 rounding (and the
+     * Winograd convolutions' own) compounds over every layer, and
+     * PyTorch's float32 answer is itself up to ~6e-5 from the float64 one
+     * in the resnet18 case. So: within 1e-4 of the float64 answer, and
+     * within 3e-4 of PyTorch's float32 one, like the parameter gradients. */
+    expect_close(o, "dx_f64", x->grad, x->numel, 1e-4);
+    expect_close(o, "dx", x->grad, x->numel, 3e-4);
     for (int i = 0; i < m->n_entries; i++) {
         nb_entry *e = &m->entries[i];
         if (e->kind == NB_ENTRY_PARAM) {

@@ -16,6 +16,7 @@ Cases (root attribute `case`):
                                                       -> loss, dlogits
   model   x, labels, /model/<state_dict name>; attrs arch, shortcut (A|B),
           classes, stem (cifar|imagenet), training    -> logits, loss, dx,
+          dx_f64 (the same model run in float64),
           /grad/<param name>, /after/<buffer name>, tie_margin (the
           smallest |ReLU input| or max-pool top-2 gap: below ~1e-5 the
           comparison is not meaningful in float32)
@@ -179,6 +180,16 @@ def main():
         loss.backward()
         out = {"logits": logits, "loss": loss.reshape(1), "dx": x.grad,
                "tie_margin": torch.tensor([MARGIN[0]])}
+        # float64 reference: PyTorch's float32 answer is itself off by up
+        # to ~1e-4 at the end of a deep backward (BN over few values)
+        m64 = ResNet(attr(fin, "arch"), attr(fin, "shortcut"), int(attr(fin, "classes")), attr(fin, "stem")).double()
+        sd = m64.state_dict()
+        for k in sd:
+            sd[k].copy_(torch.from_numpy(np.array(fin["model/" + k])).reshape(sd[k].shape).to(sd[k].dtype))
+        m64.train(bool(attr(fin, "training")))
+        x64 = torch.from_numpy(np.array(fin["x"])).double().requires_grad_(True)
+        F.cross_entropy(m64(x64), labels).backward()
+        out["dx_f64"] = x64.grad
         for k, p in m.named_parameters():
             out["grad/" + k] = p.grad
         for k, v in m.named_buffers():
