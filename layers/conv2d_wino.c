@@ -32,6 +32,7 @@
 enum { XI = 16 };        /* points of the 4x4 transform domain */
 enum { CHUNK_FLT = 2048 }; /* chunk size: about CHUNK_FLT / (C + OC) tiles */
 enum { DW_SCALE = 4 };     /* the filter gradient's chunks are 4x longer */
+enum { MIN_TILES = 32 };   /* GEMMs at least 32 wide: one AVX-512 tile of columns */
 
 static int wino_enabled(void) {
     static int v = -1;
@@ -57,6 +58,7 @@ typedef struct {
 static wino_geom wino_geometry(int N, int H, int W, int C, int OC, int scale) {
     wino_geom w = {.N = N, .H = H, .W = W, .TH = (H + 1) / 2, .TW = (W + 1) / 2};
     int tiles = scale * CHUNK_FLT / (C + OC);
+    if (tiles < MIN_TILES) tiles = MIN_TILES;
     w.R = tiles / w.TW > 1 ? tiles / w.TW : 1;
     if (w.R > N * w.TH) w.R = N * w.TH;
     w.T = w.R * w.TW;
