@@ -20,8 +20,8 @@
  * Every output element is computed by the same operations whatever the
  * chunking and thread count (the GEMM adds along K in a fixed order); the
  * filter gradient is summed per thread and reduced in thread order. The
- * transforms are plain loops over the tiles of a row, compiled twice (AVX2
- * and baseline) for the vectoriser. */
+ * transforms run 8 tiles of a row at a time in AVX2 (where the CPU has it
+ * and NB_GEMM is not "blas"), else as portable loops. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
