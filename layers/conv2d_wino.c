@@ -545,6 +545,7 @@ void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
     const size_t v_sz = XI * slice_of(&wg, g->C), m_sz = XI * slice_of(&wg, g->OC);
     const size_t buf_sz = transform_buf(&wg);
     const size_t per = v_sz + m_sz + buf_sz;
+    (void)use_avx2(); /* decided here, before the threads read it */
     float *U = nb_tape_scratch(t, sizeof(float) * XI * (size_t)g->C * g->OC);
     float *scratch = nb_tape_scratch(t, sizeof(float) * (size_t)nt * per);
     NB_ASSERT(U && scratch, "conv2d: %s", nb_last_error());
@@ -568,6 +569,7 @@ void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x
     const size_t buf_sz = transform_buf(dw ? &ww : &wx), du_off = vd_sz + mx_sz + v_sz + dm_sz + buf_sz;
     const size_t du_sz = dw ? (size_t)XI * g->OC * g->C : 0, db_sz = db ? (size_t)g->OC : 0;
     const size_t per = du_off + du_sz + db_sz;
+    (void)use_avx2(); /* decided here, before the threads read it */
     float *Ud = dx ? nb_tape_scratch(t, sizeof(float) * XI * (size_t)g->C * g->OC) : NULL;
     float *scratch = nb_tape_scratch(t, sizeof(float) * (size_t)nt * per);
     NB_ASSERT(scratch && (!dx || Ud), "conv2d backward: %s", nb_last_error());
