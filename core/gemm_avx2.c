@@ -436,7 +436,7 @@ NB_AVX2 void nb_sgemm_nt_avx2(int M, int N, int K, const float *A, ptrdiff_t lda
                               ptrdiff_t ldc) {
     /* Measured at the dW shapes: dot products for few columns and long K,
      * transposing B for short K, else the (kc, 16)-panel C^T route (5% less
-     * CPU time for the ResNet-20 step on a Zen 3 than the (kc, 8) one,
+     * CPU time for the ResNet-20 step on the AVX2 EPYC than the (kc, 8) one,
      * which stays for N > NTP_MAX_N). */
     if (N < 32 && K >= 128)
         nt_dot(M, N, K, A, lda, B, ldb, accumulate, C, ldc);

@@ -1,4 +1,5 @@
-/* Small HDF5 helpers: quiet error stacks, readable type and shape names. */
+/* Small HDF5 helpers: quiet error stacks, readable type and shape names,
+ * attribute writing. */
 #include <stdio.h>
 #include <string.h>
 
@@ -54,18 +55,11 @@ const char *nb_h5_type_name(hid_t type, char *buf, size_t n) {
     return buf;
 }
 
-const char *nb_h5_space_str(hid_t space, char *buf, size_t n) {
-    int rank = H5Sget_simple_extent_ndims(space);
-    if (rank < 0) {
-        snprintf(buf, n, "(unknown shape)");
-        return buf;
-    }
+const char *nb_h5_dims_str(int rank, const hsize_t *dims, char *buf, size_t n) {
     if (rank == 0) {
         snprintf(buf, n, "scalar");
         return buf;
     }
-    hsize_t dims[H5S_MAX_RANK];
-    H5Sget_simple_extent_dims(space, dims, NULL);
     size_t len = 0;
     len += (size_t)snprintf(buf, n, "(");
     for (int i = 0; i < rank && len < n; i++)
@@ -75,9 +69,34 @@ const char *nb_h5_space_str(hid_t space, char *buf, size_t n) {
     return buf;
 }
 
+const char *nb_h5_space_str(hid_t space, char *buf, size_t n) {
+    int rank = H5Sget_simple_extent_ndims(space);
+    if (rank < 0) {
+        snprintf(buf, n, "(unknown shape)");
+        return buf;
+    }
+    hsize_t dims[H5S_MAX_RANK];
+    if (rank > 0) H5Sget_simple_extent_dims(space, dims, NULL);
+    return nb_h5_dims_str(rank, dims, buf, n);
+}
+
 hid_t nb_h5_vlen_str_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
     H5Tset_cset(t, H5T_CSET_UTF8);
     return t;
+}
+
+int nb_h5_write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank, hsize_t n,
+                     const void *buf) {
+    hid_t sp = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+    hid_t a = sp < 0 ? H5I_INVALID_HID : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = a >= 0 && H5Awrite(a, mtype, buf) >= 0;
+    /* Every HDF5 call, the closes too, clears the error stack: set the
+     * failure's aside so the caller's message can still give the reason. */
+    hid_t err = ok ? H5I_INVALID_HID : H5Eget_current_stack();
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    if (err >= 0) H5Eset_current_stack(err);
+    return ok;
 }

@@ -20,10 +20,17 @@ void nb_h5_quiet_end(const nb_h5_quiet *q);
 const char *nb_h5_error_detail(char *buf, size_t n);
 /* "uint8", "int32", "float32", "string", "compound", ... */
 const char *nb_h5_type_name(hid_t type, char *buf, size_t n);
-/* "(1000, 3, 32, 32)" of a dataspace; "scalar" for rank 0. */
+/* "(1000, 3, 32, 32)", "(10,)" of rank dims; "scalar" for rank 0. */
+const char *nb_h5_dims_str(int rank, const hsize_t *dims, char *buf, size_t n);
+/* The same of a dataspace. */
 const char *nb_h5_space_str(hid_t space, char *buf, size_t n);
 /* Variable-length UTF-8 string type (caller closes with H5Tclose). */
 hid_t nb_h5_vlen_str_type(void);
+/* Attribute name of loc with file type ftype from buf (memory type mtype):
+ * a scalar for rank 0, else n values. 1 on success; on failure 0 with
+ * HDF5's error stack still holding the reason (for nb_h5_error_detail). */
+int nb_h5_write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank, hsize_t n,
+                     const void *buf);
 
 /* h5_attrs.c: checked reads of root attributes (messages name the file,
  * the attribute, its type and shape). Strings are nb_strdup'ed; the array

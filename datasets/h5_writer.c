@@ -31,25 +31,15 @@ static nb_status h5_fail(const nb_h5_writer *w, const char *what) {
                         nb_h5_error_detail(d, sizeof d));
 }
 
-static int write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
-                      hsize_t n, const void *buf) {
-    hid_t sp = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
-    hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = sp >= 0 && a >= 0 && H5Awrite(a, mtype, buf) >= 0;
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    return ok;
-}
-
 static int write_meta(hid_t file, const nb_h5_writer_meta *m) {
     hid_t st = nb_h5_vlen_str_type();
     const char *src = m->source ? m->source : "";
-    int ok = write_attr(file, "name", st, st, 0, 1, &m->name) &&
-             write_attr(file, "source", st, st, 0, 1, &src) &&
-             write_attr(file, "classes", st, st, 1, (hsize_t)m->classes, m->class_names) &&
-             write_attr(file, "height", H5T_STD_I32LE, H5T_NATIVE_INT, 0, 1, &m->H) &&
-             write_attr(file, "width", H5T_STD_I32LE, H5T_NATIVE_INT, 0, 1, &m->W) &&
-             write_attr(file, "channels", H5T_STD_I32LE, H5T_NATIVE_INT, 0, 1, &m->C);
+    int ok = nb_h5_write_attr(file, "name", st, st, 0, 1, &m->name) &&
+             nb_h5_write_attr(file, "source", st, st, 0, 1, &src) &&
+             nb_h5_write_attr(file, "classes", st, st, 1, (hsize_t)m->classes, m->class_names) &&
+             nb_h5_write_attr(file, "height", H5T_STD_I32LE, H5T_NATIVE_INT, 0, 1, &m->H) &&
+             nb_h5_write_attr(file, "width", H5T_STD_I32LE, H5T_NATIVE_INT, 0, 1, &m->W) &&
+             nb_h5_write_attr(file, "channels", H5T_STD_I32LE, H5T_NATIVE_INT, 0, 1, &m->C);
     H5Tclose(st);
     return ok;
 }
@@ -166,8 +156,8 @@ nb_status nb_h5_writer_finish(nb_h5_writer *w) {
     nb_status st = NB_OK;
     float mean[4], std[4];
     nb_pixel_stats_get(&w->stats, mean, std);
-    if (!write_attr(w->file, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, (hsize_t)w->C, mean) ||
-        !write_attr(w->file, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, (hsize_t)w->C, std))
+    if (!nb_h5_write_attr(w->file, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, (hsize_t)w->C, mean) ||
+        !nb_h5_write_attr(w->file, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, (hsize_t)w->C, std))
         st = h5_fail(w, "write mean/std");
     for (int s = 0; s < 2 && st == NB_OK; s++) {
         char p[32];

@@ -30,12 +30,7 @@ static void failed(writer *w, const char *what, const char *name) {
  * ftype from v (memory type mtype). */
 static void attr_scalar(writer *w, hid_t loc, const char *where, const char *name, hid_t ftype,
                         hid_t mtype, const void *v) {
-    if (w->st != NB_OK) return;
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? H5I_INVALID_HID : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0 || H5Awrite(a, mtype, v) < 0) failed(w, where, name);
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
+    if (w->st == NB_OK && !nb_h5_write_attr(loc, name, ftype, mtype, 0, 1, v)) failed(w, where, name);
 }
 
 static void attr_string(writer *w, hid_t loc, const char *where, const char *name, const char *v) {

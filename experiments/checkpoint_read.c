@@ -12,20 +12,6 @@
 
 #define NOT_CKPT_HINT "HINT: checkpoints are the .h5 files nibble train writes into its run directory"
 
-/* "(16, 16, 3, 3)", "(10,)", "scalar": the same spelling as nb_h5_space_str. */
-static const char *shape_str(int ndim, const int *shape, char *buf, size_t n) {
-    if (ndim == 0) {
-        snprintf(buf, n, "scalar");
-        return buf;
-    }
-    size_t len = (size_t)snprintf(buf, n, "(");
-    for (int i = 0; i < ndim && len < n; i++)
-        len += (size_t)snprintf(buf + len, n - len, "%s%d%s", i ? ", " : "", shape[i],
-                                ndim == 1 ? "," : "");
-    if (len < n) snprintf(buf + len, n - len, ")");
-    return buf;
-}
-
 nb_status nb_ckpt_need_attr(const char *path, hid_t loc, const char *where, const char *name) {
     if (H5Aexists(loc, name) > 0) return NB_OK;
     return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s has no attribute '%s' (not written by nibble?)",
@@ -129,7 +115,9 @@ cleanup:
 nb_status nb_ckpt_read_f32(const char *path, hid_t g, const char *group, const char *name,
                            int ndim, const int *shape, const char *who, float *out) {
     char want[96], got[96], d[256];
-    shape_str(ndim, shape, want, sizeof want);
+    hsize_t want_dims[NB_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) want_dims[i] = (hsize_t)shape[i];
+    nb_h5_dims_str(ndim, want_dims, want, sizeof want);
     if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
         return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s%s is missing (%s expects %s)", path,
                             group, name, who, want);
@@ -157,7 +145,7 @@ nb_status nb_ckpt_read_f32(const char *path, hid_t g, const char *group, const c
     hsize_t dims[H5S_MAX_RANK];
     int same = rank == ndim && H5Sget_simple_extent_type(space) != H5S_NULL &&
                H5Sget_simple_extent_dims(space, dims, NULL) == rank;
-    for (int i = 0; same && i < rank; i++) same = dims[i] == (hsize_t)shape[i];
+    for (int i = 0; same && i < rank; i++) same = dims[i] == want_dims[i];
     if (!same) {
         st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s%s has shape %s, %s expects %s", path, group,
                           name, nb_h5_space_str(space, got, sizeof got), who, want);

@@ -56,10 +56,10 @@ static nb_status read_meta(const char *path, hid_t f, nb_ckpt_meta *mt) {
     const char *r = "the root";
     int64_t step = 0, sie = 0, correct = 0, seen = 0;
     char *config = NULL;
-    nb_status st = nb_ckpt_need_attr(path, f, r, "epoch");
-    if (st == NB_OK) st = nb_h5_attr_int(path, f, "epoch", &mt->epoch);
+    nb_status st = NB_OK;
 #define NUM(name, cls, type, dst) \
     if (st == NB_OK) st = nb_ckpt_attr_num(path, f, r, name, cls, type, dst)
+    NUM("epoch", H5T_INTEGER, H5T_NATIVE_INT, &mt->epoch);
     NUM("step", H5T_INTEGER, H5T_NATIVE_INT64, &step);
     NUM("step_in_epoch", H5T_INTEGER, H5T_NATIVE_INT64, &sie);
     NUM("rng_state", H5T_INTEGER, H5T_NATIVE_UINT64, &mt->rng.state);

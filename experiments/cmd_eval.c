@@ -76,7 +76,8 @@ int nb_cmd_eval(int argc, char **argv) {
     nb_set_threads(threads > 0 ? (int)threads : cfg.threads > 0 ? cfg.threads : 2);
     if ((st = nb_run_open_split(&cfg, split, &ds)) != NB_OK) goto done;
     if ((st = nb_run_loader(&cfg, ds, 0, (int)batch, &l)) != NB_OK) goto done;
-    st = nb_model_from_checkpoint(ckpt, nb_dataset_channels(ds), nb_loader_out_h(l), &m, NULL);
+    /* Only cfg's model settings and seed shape the model, not the --data change above. */
+    st = nb_model_from_config(&cfg, ckpt, nb_dataset_channels(ds), nb_loader_out_h(l), &m);
     if (st != NB_OK) goto done;
     if (m->opts.num_classes < nb_dataset_classes(ds)) {
         st = nb_set_error(NB_STATUS_BAD_INPUT, "%s has %d classes, the model in %s only %d",

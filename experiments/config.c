@@ -86,7 +86,7 @@ static nb_status get_number(const char *src, const char *path, const nb_cfg_key 
                             double *out) {
     char expected[96];
     nb_cfg_describe(k, expected, sizeof expected);
-    int integer = k->kind == NB_CFG_INT || k->kind == NB_CFG_LONG || k->kind == NB_CFG_U64;
+    int integer = nb_cfg_is_integer(k);
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(src, path, expected, v, NULL);
     double d = v->valuedouble;
     if ((integer && d != floor(d)) || !nb_cfg_in_range(k, d)) return bad_value(src, path, expected, v, NULL);
@@ -394,7 +394,9 @@ static nb_status load_file(const char *path, const char *context, chain *ch, cJS
 /* ------------------------------------------------------------- overrides */
 
 /* Set "a.b.c=value" in root, creating objects on the way (a non-object in
- * the way is replaced). The value is JSON when it parses, else a string. */
+ * the way is replaced). The value is JSON when it parses, else a string.
+ * "extends=..." is let through: the check_tree after each override rejects
+ * a top-level "extends" with the override's name. */
 static nb_status apply_override(cJSON *root, const char *ov, const char *src) {
     const char *eq = strchr(ov, '=');
     if (!eq || eq == ov) return nb_set_error(NB_STATUS_BAD_INPUT, "%s: expected KEY.PATH=VALUE", src);
@@ -404,8 +406,6 @@ static nb_status apply_override(cJSON *root, const char *ov, const char *src) {
     key[eq - ov] = '\0';
     if (key[0] == '.' || key[strlen(key) - 1] == '.' || strstr(key, ".."))
         return nb_set_error(NB_STATUS_BAD_INPUT, "%s: \"%s\" is not a key path", src, key);
-    if (strcmp(key, "extends") == 0)
-        return nb_set_error(NB_STATUS_BAD_INPUT, "%s: extends: can only be given in a file", src);
     cJSON *value = cJSON_ParseWithOpts(eq + 1, NULL, 1);
     if (!value) value = cJSON_CreateString(eq + 1);
     if (!value) return nb_set_error(NB_STATUS_OOM, "%s: out of memory", src);
@@ -515,11 +515,8 @@ nb_status nb_config_parse(const char *json, const char *name, const char *const 
  * %.17g-exact doubles, the shortest decimal that reads back as the same
  * float (0.1, not 0.10000000149011612), and integers as integers. */
 static cJSON *double_item(double d) {
-    char buf[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d) break;
-    }
+    char buf[NB_CFG_NUM_LEN];
+    nb_cfg_fmt_double(buf, d);
     return cJSON_CreateRaw(buf);
 }
 

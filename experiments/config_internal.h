@@ -8,6 +8,9 @@
 
 #include <stddef.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "nb_config.h"
 
 typedef enum {
@@ -68,5 +71,17 @@ void nb_cfg_range(const nb_cfg_key *k, char *buf, size_t n);
 void nb_cfg_describe(const nb_cfg_key *k, char *buf, size_t n);
 /* Whether v satisfies the key's range (not its type). */
 int nb_cfg_in_range(const nb_cfg_key *k, double v);
+/* Whether the key holds an integer (NB_CFG_INT, NB_CFG_LONG, NB_CFG_U64). */
+int nb_cfg_is_integer(const nb_cfg_key *k);
+/* The shortest %g form of v that reads back as the same double. Inline:
+ * an out-of-line copy trips GCC's format-truncation check under the
+ * sanitizers (a null-buffer path it invents). */
+enum { NB_CFG_NUM_LEN = 40 }; /* room for any %.17g double */
+static inline void nb_cfg_fmt_double(char buf[static NB_CFG_NUM_LEN], double v) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, NB_CFG_NUM_LEN, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
 
 #endif

@@ -197,18 +197,10 @@ const char *nb_cfg_suggest_among(const char *const *names, const char *s) {
     return best;
 }
 
-/* The shortest %g form that reads back as the same double. */
-static void fmt_num(char *buf, size_t n, double v) {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
 void nb_cfg_range(const nb_cfg_key *k, char *buf, size_t n) {
-    char lo[32], hi[32];
-    fmt_num(lo, sizeof lo, k->min);
-    fmt_num(hi, sizeof hi, k->max);
+    char lo[NB_CFG_NUM_LEN], hi[NB_CFG_NUM_LEN];
+    nb_cfg_fmt_double(lo, k->min);
+    nb_cfg_fmt_double(hi, k->max);
     unsigned f = k->flags;
     if ((f & NB_CFG_MIN) && (f & NB_CFG_MAX))
         snprintf(buf, n, "in %c%s, %s%c", f & NB_CFG_MIN_EXCL ? '(' : '[', lo, hi, f & NB_CFG_MAX_EXCL ? ')' : ']');
@@ -220,8 +212,12 @@ void nb_cfg_range(const nb_cfg_key *k, char *buf, size_t n) {
         snprintf(buf, n, "%s", "");
 }
 
+int nb_cfg_is_integer(const nb_cfg_key *k) {
+    return k->kind == NB_CFG_INT || k->kind == NB_CFG_LONG || k->kind == NB_CFG_U64;
+}
+
 void nb_cfg_describe(const nb_cfg_key *k, char *buf, size_t n) {
-    int integer = k->kind == NB_CFG_INT || k->kind == NB_CFG_LONG || k->kind == NB_CFG_U64;
+    int integer = nb_cfg_is_integer(k);
     char range[80];
     nb_cfg_range(k, range, sizeof range);
     snprintf(buf, n, "%s%s%s", integer ? "an integer" : "a number", range[0] ? " " : "", range);

@@ -84,10 +84,10 @@ nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes
 nb_status nb_config_from_checkpoint(const char *path, const char *const *overrides, int n,
                                     nb_config *out);
 
-/* A model from a checkpoint for data with C channels and size x size
- * pixels: its stored config's architecture and options, weights loaded
- * strictly. *cfg (may be NULL) receives that config. *out is owned. */
-nb_status nb_model_from_checkpoint(const char *path, int C, int size, nb_model **out,
-                                   nb_config *cfg);
+/* The model of checkpoint ckpt for data with C channels and size x size
+ * pixels: built from c, ckpt's config as nb_config_from_checkpoint returns
+ * it (only model.* and seed are used, so the caller may change the rest),
+ * with ckpt's weights loaded strictly. *out is owned. */
+nb_status nb_model_from_config(const nb_config *c, const char *ckpt, int C, int size, nb_model **out);
 
 #endif

@@ -18,7 +18,4 @@ nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m);
 /* The config's schedule in optimizer steps. */
 nb_status nb_run_schedule(const nb_config *c, long steps_per_epoch, nb_schedule *s);
 
-/* mkdir -p; NB_STATUS_IO naming the path on failure. */
-nb_status nb_run_mkdirs(const char *path);
-
 #endif

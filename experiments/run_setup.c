@@ -15,6 +15,20 @@ nb_status nb_config_from_checkpoint(const char *path, const char *const *overrid
     return st;
 }
 
+nb_status nb_model_from_config(const nb_config *c, const char *ckpt, int C, int size, nb_model **out) {
+    nb_rng rng;
+    nb_rng_seed(&rng, c->seed, 0);
+    nb_model *m = nb_config_build_model(c, C, size, c->model.num_classes, &rng);
+    if (!m) return NB_STATUS_BAD_INPUT;
+    nb_status st = nb_checkpoint_load_model(ckpt, m, 1);
+    if (st != NB_OK) {
+        nb_model_free(m);
+        return st;
+    }
+    *out = m;
+    return NB_OK;
+}
+
 nb_status nb_run_open_split(const nb_config *c, const char *split, nb_dataset **out) {
     const nb_data_config *d = &c->data;
     const long want = !strcmp(split, "train") ? d->train_count : d->test_count;

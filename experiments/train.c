@@ -17,7 +17,8 @@
 
 nb_train_opts nb_train_opts_default(void) { return (nb_train_opts){.progress = NULL}; }
 
-nb_status nb_run_mkdirs(const char *path) {
+/* mkdir -p; NB_STATUS_IO naming the path on failure. */
+static nb_status mkdirs(const char *path) {
     char buf[NB_CFG_PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1;; p++) {
@@ -132,24 +133,6 @@ static void run_free(run *r) {
     nb_free(r->config_json);
 }
 
-nb_status nb_model_from_checkpoint(const char *path, int C, int size, nb_model **out, nb_config *cfg) {
-    nb_config c;
-    nb_status st = nb_config_from_checkpoint(path, NULL, 0, &c);
-    if (st != NB_OK) return st;
-    nb_rng rng;
-    nb_rng_seed(&rng, c.seed, 0);
-    nb_model *m = nb_config_build_model(&c, C, size, c.model.num_classes, &rng);
-    if (!m) return NB_STATUS_BAD_INPUT;
-    st = nb_checkpoint_load_model(path, m, 1);
-    if (st != NB_OK) {
-        nb_model_free(m);
-        return st;
-    }
-    *out = m;
-    if (cfg) *cfg = c;
-    return NB_OK;
-}
-
 static nb_status save(run *r, const char *path) {
     r->meta.config_json = r->config_json;
     r->meta.rng = r->rng;
@@ -175,7 +158,8 @@ static nb_status setup(run *r, const nb_train_opts *o) {
     r->eff = *c;
     r->eff.model.num_classes = r->m->opts.num_classes;
     if (!strcmp(r->eff.model.stem, "auto"))
-        snprintf(r->eff.model.stem, sizeof r->eff.model.stem, "%s", size >= 128 ? "imagenet" : "cifar");
+        snprintf(r->eff.model.stem, sizeof r->eff.model.stem, "%s",
+                 nb_stem_resolve(NB_STEM_AUTO, size) == NB_STEM_IMAGENET ? "imagenet" : "cifar");
     snprintf(r->dir, sizeof r->dir, "%s", o->resume_dir ? o->resume_dir : c->output.dir);
     snprintf(r->eff.output.dir, sizeof r->eff.output.dir, "%s", r->dir);
     if (!(r->config_json = nb_config_to_json(&r->eff))) return NB_STATUS_OOM;
@@ -207,7 +191,9 @@ static nb_status setup(run *r, const nb_train_opts *o) {
             return st;
     }
     if (c->train.distill.teacher[0]) {
-        st = nb_model_from_checkpoint(c->train.distill.teacher, C, size, &r->teacher, NULL);
+        nb_config tc;
+        st = nb_config_from_checkpoint(c->train.distill.teacher, NULL, 0, &tc);
+        if (st == NB_OK) st = nb_model_from_config(&tc, c->train.distill.teacher, C, size, &r->teacher);
         if (st != NB_OK) return st;
         if (r->teacher->opts.num_classes != r->m->opts.num_classes)
             return nb_set_error(NB_STATUS_BAD_INPUT, "train.distill.teacher %s has %d classes, the model %d",
@@ -224,7 +210,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
 /* Run directory: config.json, and the CSV files trimmed to the resumed
  * position and opened for appending (llm.c's logger survives resume so). */
 static nb_status open_run_dir(run *r) {
-    nb_status st = nb_run_mkdirs(r->dir);
+    nb_status st = mkdirs(r->dir);
     char path[NB_CFG_PATH_MAX + 32];
     if (st != NB_OK) return st;
     snprintf(path, sizeof path, "%s/config.json", r->dir);
@@ -288,6 +274,16 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
     return NB_OK;
 }
 
+/* The epoch's mean train loss and top-1 (%) so far, from the running sums
+ * (0 before its first step). */
+static double train_loss_avg(const nb_ckpt_meta *m) {
+    return m->train_seen ? m->train_loss_sum / (double)m->train_seen : 0.0;
+}
+
+static double train_acc(const nb_ckpt_meta *m) {
+    return m->train_seen ? 100.0 * (double)m->train_correct / (double)m->train_seen : 0.0;
+}
+
 static void fmt_test(char *buf, size_t n, const nb_eval_result *e, int have) {
     if (have)
         snprintf(buf, n, "%.6f,%.4f", e->loss, 100.0 * e->top1);
@@ -334,6 +330,10 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
         nb_progress p;
         nb_progress_init(&p, label, r.spe, r.out);
         p.every = t->log_every;
+        /* The bar's rate counts from its start, so not the images of the
+         * steps before a mid-epoch resume (steps.csv and metrics.csv count
+         * them, but over a time that includes the restored train_seconds). */
+        const long seen0 = r.meta.train_seen;
         const double t_epoch = nb_now() - r.meta.train_seconds;
         float lr = 0.0f;
         for (;;) {
@@ -347,15 +347,14 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
             r.meta.step_in_epoch++;
             steps_this_call++;
             const double el = nb_now() - t_epoch;
-            const double loss_avg = r.meta.train_loss_sum / (double)r.meta.train_seen;
-            const double acc = 100.0 * (double)r.meta.train_correct / (double)r.meta.train_seen;
+            const double loss_avg = train_loss_avg(&r.meta), acc = train_acc(&r.meta);
             if (r.meta.step % steps_every == 0) {
                 fprintf(r.steps, "%ld,%d,%.6g,%.6f,%.4f,%.1f\n", r.meta.step, e + 1, (double)lr,
                         loss_avg, acc, (double)r.meta.train_seen / el);
                 fflush(r.steps);
             }
             snprintf(extra, sizeof extra, "loss %.4f acc %.2f%% lr %.4g", loss_avg, acc, (double)lr);
-            nb_progress_update(&p, r.meta.step_in_epoch, (double)r.meta.train_seen, extra);
+            nb_progress_update(&p, r.meta.step_in_epoch, (double)(r.meta.train_seen - seen0), extra);
             if (stop_requested(&o, steps_this_call) && r.meta.step_in_epoch < r.spe) {
                 r.meta.train_seconds = nb_now() - t_epoch;
                 if (r.out) fputc('\n', r.out);
@@ -369,11 +368,10 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
             }
         }
         const double train_s = nb_now() - t_epoch;
-        const double loss_avg = r.meta.train_seen ? r.meta.train_loss_sum / (double)r.meta.train_seen : 0.0;
-        const double acc = r.meta.train_seen ? 100.0 * (double)r.meta.train_correct / (double)r.meta.train_seen : 0.0;
+        const double loss_avg = train_loss_avg(&r.meta), acc = train_acc(&r.meta);
         const double img_s = (double)r.meta.train_seen / train_s;
         snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", loss_avg, acc);
-        nb_progress_finish(&p, (double)r.meta.train_seen, extra);
+        nb_progress_finish(&p, (double)(r.meta.train_seen - seen0), extra);
         have_ev = (e + 1) % t->eval_every == 0 || e + 1 == t->epochs;
         if (have_ev) {
             if ((st = nb_loader_start_epoch(r.lte, 0)) != NB_OK) goto done;
@@ -385,13 +383,12 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
         fprintf(r.metrics, "%d,%.6g,%.6f,%.4f,%s,%.1f,%.1f\n", e + 1, (double)lr, loss_avg, acc, test,
                 img_s, secs);
         fflush(r.metrics);
+        char test_log[512] = ""; /* room for any double */
         if (have_ev)
-            nb_log(NB_LOG_INFO, "epoch %d/%d: train loss %.4f top-1 %.2f%% | test loss %.4f top-1 %.2f%% "
-                   "top-5 %.2f%% | %.0f img/s, %.1f s", e + 1, t->epochs, loss_avg, acc, ev.loss,
-                   100.0 * ev.top1, 100.0 * ev.top5, img_s, secs);
-        else
-            nb_log(NB_LOG_INFO, "epoch %d/%d: train loss %.4f top-1 %.2f%% | %.0f img/s, %.1f s", e + 1,
-                   t->epochs, loss_avg, acc, img_s, secs);
+            snprintf(test_log, sizeof test_log, " | test loss %.4f top-1 %.2f%% top-5 %.2f%%", ev.loss,
+                     100.0 * ev.top1, 100.0 * ev.top5);
+        nb_log(NB_LOG_INFO, "epoch %d/%d: train loss %.4f top-1 %.2f%%%s | %.0f img/s, %.1f s", e + 1,
+               t->epochs, loss_avg, acc, test_log, img_s, secs);
         const int improved = have_ev && ev.top1 > r.meta.best_top1;
         if (improved) r.meta.best_top1 = ev.top1;
         /* The checkpoint describes the state after this epoch. */

@@ -71,6 +71,27 @@ static void col2im_add(const conv_geom *g, const float *dcol, float *dx) {
             }
 }
 
+/* Per-image im2col (none for pointwise) and one GEMM per image. */
+static void im2col_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                           const float *b, float *y) {
+    const int CKK = g->C * g->KH * g->KW, OHW = g->OH * g->OW, nt = nb_get_threads();
+    const int pointwise = is_pointwise(g);
+    float *cols = pointwise ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
+    NB_ASSERT(pointwise || cols, "conv2d: %s", nb_last_error());
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n = 0; n < N; n++) {
+        const float *col = x + (size_t)n * g->C * g->H * g->W;
+        float *yn = y + (size_t)n * g->OC * OHW;
+        if (!pointwise) {
+            float *c = cols + (size_t)omp_get_thread_num() * CKK * OHW;
+            im2col(g, col, c);
+            col = c;
+        }
+        nb_sgemm_nn(g->OC, OHW, CKK, w, CKK, 1, col, OHW, 0.0f, yn, OHW);
+        if (b) nb_conv_add_bias(yn, b, g->OC, OHW);
+    }
+}
+
 nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
                      const nb_conv2d_params *p) {
     char s1[64], s2[64];
@@ -87,34 +108,13 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
 
     nb_tensor *y = nb_tape_tensor(t, 4, (int[]){N, g.OC, g.OH, g.OW});
     NB_ASSERT(y, "conv2d: %s", nb_last_error());
-    const int CKK = g.C * g.KH * g.KW, OHW = g.OH * g.OW;
-    const int nt = nb_get_threads();
-    const int pointwise = is_pointwise(&g), wino = nb_conv_wino_applies(&g);
-    const int same = wino || nb_conv_same_applies(&g);
-    float *cols = (pointwise || same) ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
-    NB_ASSERT(pointwise || same || cols, "conv2d: %s", nb_last_error());
-
-    if (wino)
-        nb_conv_wino_forward(t, &g, N, x->data, w->data, b ? b->data : NULL, y->data);
-    else if (same)
-        nb_conv_same_forward(t, &g, N, x->data, w->data, b ? b->data : NULL, y->data);
-#pragma omp parallel for schedule(static) num_threads(nt) if (!same)
-    for (int n = 0; n < (same ? 0 : N); n++) {
-        const float *xn = x->data + (size_t)n * g.C * g.H * g.W;
-        float *yn = y->data + (size_t)n * g.OC * OHW;
-        const float *col = xn;
-        if (!pointwise) {
-            float *c = cols + (size_t)omp_get_thread_num() * CKK * OHW;
-            im2col(&g, xn, c);
-            col = c;
-        }
-        nb_sgemm_nn(g.OC, OHW, CKK, w->data, CKK, 1, col, OHW, 0.0f, yn, OHW);
-        if (b)
-            for (int oc = 0; oc < g.OC; oc++) {
-                float bv = b->data[oc], *r = yn + (size_t)oc * OHW;
-                for (int i = 0; i < OHW; i++) r[i] += bv;
-            }
-    }
+    const float *bd = b ? b->data : NULL;
+    if (nb_conv_wino_applies(&g))
+        nb_conv_wino_forward(t, &g, N, x->data, w->data, bd, y->data);
+    else if (nb_conv_same_applies(&g))
+        nb_conv_same_forward(t, &g, N, x->data, w->data, bd, y->data);
+    else
+        im2col_forward(t, &g, N, x->data, w->data, bd, y->data);
 
     if (nb_tape_wants(t, x, w, b)) {
         nb_node *node = nb_tape_record(t, &nb_op_table[NB_OP_CONV2D], y, x, w, b);
@@ -178,13 +178,7 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
                 /* dw (OC, CKK) += dy_n (OC, OHW) * col^T (OHW, CKK) */
                 nb_sgemm_nt(g.OC, CKK, OHW, dyn, OHW, c, OHW, 1.0f, my_dw, CKK);
             }
-            if (my_db)
-                for (int oc = 0; oc < g.OC; oc++) {
-                    const float *r = dyn + (size_t)oc * OHW;
-                    float s = 0.0f;
-                    for (int i = 0; i < OHW; i++) s += r[i];
-                    my_db[oc] += s;
-                }
+            if (my_db) nb_conv_sum_planes(dyn, g.OC, OHW, my_db);
             if (dx) {
                 float *dxn = dx + (size_t)n * g.C * g.H * g.W;
                 if (pointwise) {

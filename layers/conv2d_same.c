@@ -75,12 +75,7 @@ void nb_conv_same_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
             for (int kh = 0; kh < K; kh++)
                 nb_sgemm_nn(g->OC, HW, CK, wk + (size_t)kh * g->OC * CK, CK, 1, x3 + (size_t)kh * W, P,
                             kh ? 1.0f : 0.0f, yn, HW);
-            if (b)
-                for (int oc = 0; oc < g->OC; oc++) {
-                    const float bv = b[oc];
-                    float *r = yn + (size_t)oc * HW;
-                    for (int i = 0; i < HW; i++) r[i] += bv;
-                }
+            if (b) nb_conv_add_bias(yn, b, g->OC, HW);
         }
     }
 }
@@ -106,12 +101,7 @@ void nb_conv_same_backward(nb_tape *t, const conv_geom *g, int N, const float *x
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *dyn = dy + (size_t)n * g->OC * HW;
-            if (db)
-                for (int oc = 0; oc < g->OC; oc++) {
-                    float s = 0.0f;
-                    for (int i = 0; i < HW; i++) s += dyn[(size_t)oc * HW + i];
-                    dbt[oc] += s;
-                }
+            if (db) nb_conv_sum_planes(dyn, g->OC, HW, dbt);
             if (dw) {
                 /* dw[kh] (OC, C*K) += dy (OC, HW) * (X3 + kh*W)^T */
                 shifted_copies(g, g->C, x + (size_t)n * g->C * HW, x3);

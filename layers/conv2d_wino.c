@@ -432,8 +432,7 @@ static NB_WINO_AVX2 void out_transform_avx2(const wino_geom *wg, int OC, const f
 
 static int use_avx2(void) {
     static int v = -1;
-    if (v < 0) v = nb_gemm_path_active() != NB_GEMM_PATH_BLAS && __builtin_cpu_supports("avx2") &&
-                   __builtin_cpu_supports("fma");
+    if (v < 0) v = nb_gemm_path_active() != NB_GEMM_PATH_BLAS && nb_gemm_path_supported(NB_GEMM_PATH_AVX2);
     return v;
 }
 #else
@@ -599,13 +598,7 @@ void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x
         }
         if (db) { /* whole images per thread, independent of the chunking */
 #pragma omp for schedule(static) nowait
-            for (int n = 0; n < N; n++)
-                for (int oc = 0; oc < g->OC; oc++) {
-                    const float *r = dy + ((size_t)n * g->OC + oc) * HW;
-                    float s = 0.0f;
-                    for (int i = 0; i < HW; i++) s += r[i];
-                    dbt[oc] += s;
-                }
+            for (int n = 0; n < N; n++) nb_conv_sum_planes(dy + (size_t)n * g->OC * HW, g->OC, HW, dbt);
         }
     }
     /* Reduce the per-thread partial sums in thread order (deterministic). */

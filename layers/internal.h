@@ -60,6 +60,20 @@ void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
 void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                            const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
+/* Per-image bias helpers shared by the convolution paths:
+ * y (OC, HW) += b[oc]; acc[oc] += sum of dy's plane oc. */
+static inline void nb_conv_add_bias(float *y, const float *b, int OC, int HW) {
+    for (int oc = 0; oc < OC; oc++)
+        for (int i = 0; i < HW; i++) y[(size_t)oc * HW + i] += b[oc];
+}
+static inline void nb_conv_sum_planes(const float *dy, int OC, int HW, float *acc) {
+    for (int oc = 0; oc < OC; oc++) {
+        float s = 0.0f;
+        for (int i = 0; i < HW; i++) s += dy[(size_t)oc * HW + i];
+        acc[oc] += s;
+    }
+}
+
 /* Shape helper for asserts: "(2, 3, 4, 4)". */
 #define NB_SHAPE(t, buf) nb_shape_str((t), (buf), sizeof(buf))
 

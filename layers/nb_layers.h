@@ -170,6 +170,10 @@ typedef enum {
     NB_STEM_COUNT
 } nb_stem;
 
+/* The stem a model gets for input_size x input_size inputs: stem itself
+ * unless it is NB_STEM_AUTO. */
+nb_stem nb_stem_resolve(nb_stem stem, int input_size);
+
 typedef struct {
     int num_classes;      /* default 10 */
     int in_channels;      /* default 3 */

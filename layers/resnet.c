@@ -81,6 +81,11 @@ static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out
     return out_c;
 }
 
+nb_stem nb_stem_resolve(nb_stem stem, int input_size) {
+    if (stem != NB_STEM_AUTO) return stem;
+    return input_size >= 128 ? NB_STEM_IMAGENET : NB_STEM_CIFAR;
+}
+
 static nb_model *build_resnet(const char *arch, const nb_model_opts *o, nb_rng *rng,
                               const int *blocks, int n_stages, const int *widths, int imagenet) {
     nb_model *m = nb_model_begin(arch, o);
@@ -97,9 +102,7 @@ static nb_model *build_resnet(const char *arch, const nb_model_opts *o, nb_rng *
     m->forward = resnet_forward;
     nb_shortcut sc = o->shortcut;
     if (imagenet) {
-        nb_stem stem = o->stem;
-        if (stem == NB_STEM_AUTO) stem = o->input_size >= 128 ? NB_STEM_IMAGENET : NB_STEM_CIFAR;
-        if (stem == NB_STEM_IMAGENET) {
+        if (nb_stem_resolve(o->stem, o->input_size) == NB_STEM_IMAGENET) {
             r->conv1 = nb_model_add_conv(m, "conv1", o->in_channels, widths[0], 7, 2, 3, 0);
             r->maxpool = 1;
         } else {

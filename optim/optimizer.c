@@ -109,8 +109,11 @@ int nb_optimizer_add_group(nb_optimizer *opt, const char *name, float lr_mult, f
     return opt->n_groups++;
 }
 
-/* Grows a state block from n to n + add floats, new part zero. Copies rather
- * than reallocs so the old block survives a failure intact. */
+/* Grows a state block from n to n + add floats, new part zero; on failure
+ * the old block stays. Exact sizes: growing segment by segment copies
+ * O(numel x segments) floats once at setup (about 1.5 GB of memcpy for a
+ * ResNet-18, well under a second), where doubling capacities would keep up
+ * to twice the state in memory for the whole run. */
 static nb_status grow_state(float **block, size_t n, size_t add) {
     float *b = nb_calloc(n + add, sizeof(float));
     if (!b) return NB_STATUS_OOM;

@@ -133,7 +133,6 @@ START_TEST(test_conv2d_backward_matches_direct) {
         /* L = sum(y1 * dy1) + sum(y2 * dy2) through one graph */
         nb_tensor *y = nb_add(t, y1, y2);
         ck_assert_int_eq(nb_backward_seed(t, y, dy), NB_OK);
-        (void)ny;
         for (int n = 0; n < c->N; n++)
             for (int ci = 0; ci < c->C; ci++)
                 for (int ih = 0; ih < c->H; ih++)

@@ -70,7 +70,10 @@ static float *ckpt_weights(const char *dir, size_t *n) {
     char path[700];
     snprintf(path, sizeof path, "%s/%s/last.h5", nb_test_tmpdir(), dir);
     nb_model *m;
-    ck_assert_msg(nb_model_from_checkpoint(path, 3, 32, &m, NULL) == NB_OK, "%s", nb_last_error());
+    nb_config c;
+    ck_assert_msg(nb_config_from_checkpoint(path, NULL, 0, &c) == NB_OK &&
+                      nb_model_from_config(&c, path, 3, 32, &m) == NB_OK,
+                  "%s", nb_last_error());
     *n = m->n_param_floats + m->n_buffer_floats;
     float *w = nb_malloc(sizeof(float) * *n);
     memcpy(w, m->param_data, sizeof(float) * m->n_param_floats);

@@ -122,6 +122,16 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+def load_model(fin, dtype):
+    """The case's ResNet in dtype with its /model/ state, in its train/eval mode."""
+    m = ResNet(attr(fin, "arch"), attr(fin, "shortcut"), int(attr(fin, "classes")), attr(fin, "stem")).to(dtype)
+    sd = m.state_dict()
+    for k in sd:
+        sd[k].copy_(torch.from_numpy(np.array(fin["model/" + k])).reshape(sd[k].shape).to(sd[k].dtype))
+    m.train(bool(attr(fin, "training")))
+    return m
+
+
 def attr(f, k):
     v = f.attrs[k]
     return v.decode() if isinstance(v, bytes) else v
@@ -167,12 +177,7 @@ def main():
         loss.backward()
         out = {"loss": loss.reshape(1), "dlogits": z.grad}
     elif case == "model":
-        m = ResNet(attr(fin, "arch"), attr(fin, "shortcut"), int(attr(fin, "classes")), attr(fin, "stem"))
-        sd = m.state_dict()
-        for k in sd:
-            v = np.array(fin["model/" + k])
-            sd[k].copy_(torch.from_numpy(v).reshape(sd[k].shape).to(sd[k].dtype))
-        m.train(bool(attr(fin, "training")))
+        m = load_model(fin, torch.float32)
         x = t(fin, "x", True)
         labels = torch.from_numpy(np.array(fin["labels"], dtype=np.int64))
         logits = m(x)
@@ -182,13 +187,8 @@ def main():
                "tie_margin": torch.tensor([MARGIN[0]])}
         # float64 reference: PyTorch's float32 answer is itself off by up
         # to ~1e-4 at the end of a deep backward (BN over few values)
-        m64 = ResNet(attr(fin, "arch"), attr(fin, "shortcut"), int(attr(fin, "classes")), attr(fin, "stem")).double()
-        sd = m64.state_dict()
-        for k in sd:
-            sd[k].copy_(torch.from_numpy(np.array(fin["model/" + k])).reshape(sd[k].shape).to(sd[k].dtype))
-        m64.train(bool(attr(fin, "training")))
         x64 = torch.from_numpy(np.array(fin["x"])).double().requires_grad_(True)
-        F.cross_entropy(m64(x64), labels).backward()
+        F.cross_entropy(load_model(fin, torch.float64)(x64), labels).backward()
         out["dx_f64"] = x64.grad
         for k, p in m.named_parameters():
             out["grad/" + k] = p.grad
