@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "h5_util.h"
 
 void nb_h5_quiet_begin(nb_h5_quiet *q) {
     q->fn = NULL;

@@ -1,4 +1,4 @@
-/* HDF5 helpers shared by datasets/ and experiments/ (checkpoints). Not
+/* HDF5 helpers shared by datasets/, checkpoints (io/) and export (quant/). Not
  * installed: users never include it. */
 #ifndef NB_H5_UTIL_H
 #define NB_H5_UTIL_H
