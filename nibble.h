@@ -7,6 +7,7 @@
 #include "nb_layers.h"
 #include "nb_datasets.h"
 #include "nb_optim.h"
+#include "nb_quant.h"
 #include "nb_config.h"
 #include "nb_checkpoint.h"
 #include "nb_runner.h"

@@ -101,6 +101,77 @@ static nb_status get_number(const char *src, const char *path, const nb_cfg_key 
 
 static nb_status apply_object(const char *src, const cJSON *obj, const char *prefix, nb_config *c);
 
+/* The keys of one quant.layers rule. */
+static const char *const rule_keys[] = {"weight_bits", "act_bits", "weight_method", "act_method",
+                                        "weight_granularity", "group_size", NULL};
+static const char *const rule_wmethods[] = {"none", "uniform", "binary", "ternary", NULL};
+static const char *const rule_amethods[] = {"none", "uniform", NULL};
+static const char *const rule_grans[] = {"tensor", "channel", "group", NULL};
+
+/* quant.layers: {"NAME or GLOB": {rule keys}} -> nb_qrule[] in file order
+ * (later rules override earlier ones where both match a layer). */
+static nb_status apply_rules(const char *src, const char *path, const nb_cfg_key *k, const cJSON *v,
+                             nb_config *c) {
+    if (!cJSON_IsObject(v)) return bad_value(src, path, "an object of layer name or glob -> settings", v, NULL);
+    nb_qrule *rules = (nb_qrule *)((char *)c + k->off);
+    int n = 0;
+    for (const cJSON *it = v->child; it; it = it->next) {
+        char rp[KEY_MAX];
+        const int rl = snprintf(rp, sizeof rp, "%s.\"%s\"", path, it->string);
+        if (rl < 0 || rl >= (int)sizeof rp)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: a layer name or glob is too long", src, path);
+        if (n == NB_QUANT_MAX_RULES)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: at most %d rules", src, path, NB_QUANT_MAX_RULES);
+        for (const cJSON *prev = v->child; prev != it; prev = prev->next)
+            if (strcmp(prev->string, it->string) == 0)
+                return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, rp);
+        nb_qrule *r = &rules[n];
+        memset(r, 0, sizeof *r);
+        if (!it->string[0] || strlen(it->string) >= sizeof r->pattern)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: a layer name or glob of 1..%zu bytes", src, rp,
+                                sizeof r->pattern - 1);
+        snprintf(r->pattern, sizeof r->pattern, "%s", it->string);
+        if (!cJSON_IsObject(it))
+            return bad_value(src, rp, "an object with weight_bits, act_bits, weight_method, act_method, "
+                             "weight_granularity or group_size", it, NULL);
+        for (const cJSON *f = it->child; f; f = f->next) {
+            char fp[KEY_MAX + 64];
+            snprintf(fp, sizeof fp, "%s.%s", rp, f->string);
+            for (const cJSON *prev = it->child; prev != f; prev = prev->next)
+                if (strcmp(prev->string, f->string) == 0)
+                    return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, fp);
+            const char *name = f->string;
+            if (!strcmp(name, "weight_bits") || !strcmp(name, "act_bits") || !strcmp(name, "group_size")) {
+                const int group = !strcmp(name, "group_size");
+                const double lo = group ? 1 : 2, hi = group ? 1 << 20 : 8;
+                if (!cJSON_IsNumber(f) || f->valuedouble != floor(f->valuedouble) || f->valuedouble < lo ||
+                    f->valuedouble > hi)
+                    return bad_value(src, fp, group ? "an integer >= 1" : "an integer in [2, 8]", f, NULL);
+                int *dst = group ? &r->group_size : !strcmp(name, "weight_bits") ? &r->weight_bits : &r->act_bits;
+                *dst = (int)f->valuedouble;
+                continue;
+            }
+            const char *const *names = NULL;
+            char *dst = NULL;
+            if (!strcmp(name, "weight_method")) names = rule_wmethods, dst = r->weight_method;
+            if (!strcmp(name, "act_method")) names = rule_amethods, dst = r->act_method;
+            if (!strcmp(name, "weight_granularity")) names = rule_grans, dst = r->weight_granularity;
+            if (!names) {
+                const char *near = nb_cfg_suggest_among(rule_keys, name);
+                char hint[96] = "";
+                if (near) snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", near);
+                return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: unknown key%s", src, fp, hint);
+            }
+            nb_cfg_key ek = {.kind = NB_CFG_ENUM, .size = NB_QNAME};
+            nb_status st = set_choice(src, fp, &ek, names, f, dst);
+            if (st != NB_OK) return st;
+        }
+        n++;
+    }
+    *(int *)((char *)c + k->off2) = n;
+    return NB_OK;
+}
+
 /* Check v against k and store it in c. */
 static nb_status apply_value(const char *src, const char *path, const nb_cfg_key *k, const cJSON *v,
                              nb_config *c) {
@@ -120,12 +191,7 @@ static nb_status apply_value(const char *src, const char *path, const nb_cfg_key
         if (!cJSON_IsObject(v)) return bad_value(src, path, "false or an object", v, NULL);
         *(int *)f = 1;
         return apply_object(src, v, path, c);
-    case NB_CFG_RESERVED:
-        if (cJSON_IsNull(v) || (cJSON_IsObject(v) && !v->child)) return NB_OK;
-        if (!cJSON_IsObject(v)) return bad_value(src, path, "an object", v, NULL);
-        return nb_set_error(NB_STATUS_BAD_INPUT,
-                            "%s: %s: quantization settings are not supported yet (key \"%s\")", src, path,
-                            v->child->string);
+    case NB_CFG_QRULES: return apply_rules(src, path, k, v, c);
     case NB_CFG_INT:
     case NB_CFG_LONG:
     case NB_CFG_U64:
@@ -466,6 +532,12 @@ static nb_status finish(cJSON *root, const char *src, const char *stem, const ch
                           "%s: train.optimizer.nesterov: needs momentum > 0 and dampening 0", src);
         goto done;
     }
+    if (c.quant.first_bits == 1 || c.quant.last_bits == 1) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: quant.%s_layer_bits: expected 0 (as the rest) or 2..8, got 1",
+                          src, c.quant.first_bits == 1 ? "first" : "last");
+        goto done;
+    }
+    snprintf(c.quant.activations.granularity, sizeof c.quant.activations.granularity, "tensor");
     if (!c.name[0]) {
         /* base name without ".json" */
         const char *base = strrchr(stem, '/') ? strrchr(stem, '/') + 1 : stem;
@@ -538,8 +610,26 @@ static cJSON *int_item(long long v) {
 static cJSON *make_item(const nb_cfg_key *k, const nb_config *c) {
     const char *f = (const char *)c + k->off;
     switch (k->kind) {
-    case NB_CFG_OBJECT:
-    case NB_CFG_RESERVED: return cJSON_CreateObject();
+    case NB_CFG_OBJECT: return cJSON_CreateObject();
+    case NB_CFG_QRULES: {
+        cJSON *o = cJSON_CreateObject();
+        const nb_qrule *r = (const nb_qrule *)f;
+        for (int i = 0; o && i < *(const int *)((const char *)c + k->off2); i++) {
+            cJSON *e = cJSON_CreateObject();
+            if (!e || !cJSON_AddItemToObject(o, r[i].pattern, e)) {
+                cJSON_Delete(e);
+                cJSON_Delete(o);
+                return NULL;
+            }
+            if (r[i].weight_bits) cJSON_AddItemToObject(e, "weight_bits", int_item(r[i].weight_bits));
+            if (r[i].act_bits) cJSON_AddItemToObject(e, "act_bits", int_item(r[i].act_bits));
+            if (r[i].weight_method[0]) cJSON_AddStringToObject(e, "weight_method", r[i].weight_method);
+            if (r[i].act_method[0]) cJSON_AddStringToObject(e, "act_method", r[i].act_method);
+            if (r[i].weight_granularity[0]) cJSON_AddStringToObject(e, "weight_granularity", r[i].weight_granularity);
+            if (r[i].group_size) cJSON_AddItemToObject(e, "group_size", int_item(r[i].group_size));
+        }
+        return o;
+    }
     case NB_CFG_AUGMENT: return *(const int *)f ? cJSON_CreateObject() : cJSON_CreateFalse();
     case NB_CFG_INT: return int_item(*(const int *)f);
     case NB_CFG_LONG: return int_item(*(const long *)f);

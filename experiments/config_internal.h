@@ -28,7 +28,7 @@ typedef enum {
     NB_CFG_PAIR,       /* two float fields (off, off2), each in the range */
     NB_CFG_MILESTONES, /* double[NB_SCHED_MAX_MILESTONES] at off, count (int) at off2 */
     NB_CFG_AUGMENT,    /* false | object; int flag at off */
-    NB_CFG_RESERVED,   /* must be absent, null or {} */
+    NB_CFG_QRULES,     /* quant.layers: {"pattern": {...}}; nb_qrule[] at off, count (int) at off2 */
     NB_CFG_KIND_COUNT
 } nb_cfg_kind;
 

@@ -14,6 +14,10 @@ static const char *const optimizers[] = {"sgd", "adamw", NULL};
 static const char *const schedules[] = {"constant", "step", "multistep", "cosine", "onecycle", NULL};
 static const char *const shortcuts[] = {"A", "B", NULL};
 static const char *const stems[] = {"auto", "imagenet", "cifar", NULL};
+static const char *const wmethods[] = {"none", "uniform", "binary", "ternary", NULL};
+static const char *const amethods[] = {"none", "uniform", NULL};
+static const char *const grans[] = {"tensor", "channel", "group", NULL};
+static const char *const observers[] = {"minmax", "ema", "percentile", "mse", "kl", NULL};
 
 #define FIELD(f) .off = offsetof(nb_config, f), .size = sizeof(((nb_config *)0)->f)
 #define KEY(p, k, f) .path = p, .kind = NB_CFG_##k, FIELD(f)
@@ -97,7 +101,33 @@ const nb_cfg_key nb_cfg_keys[] = {
     {KEY("train.distill.temperature", FLOAT, train.distill.temperature), GT(0), .def = 4},
     {KEY("train.distill.weight", FLOAT, train.distill.weight), IN_CLOSED(0, 1), .def = 0.5},
 
-    {.path = "quant", .kind = NB_CFG_RESERVED},
+    OBJ("quant"),
+    OBJ("quant.weights"),
+    {KEY("quant.weights.method", ENUM, quant.weights.method), .names = wmethods, .sdef = "none"},
+    {KEY("quant.weights.bits", INT, quant.weights.bits), IN_CLOSED(2, 8), .def = 8},
+    {KEY("quant.weights.granularity", ENUM, quant.weights.granularity), .names = grans, .sdef = "channel"},
+    {KEY("quant.weights.group_size", INT, quant.weights.group_size), GE(1), .def = 64},
+    {KEY("quant.weights.symmetric", BOOL, quant.weights.symmetric), .def = 1},
+    {KEY("quant.weights.narrow", BOOL, quant.weights.narrow), .def = 0},
+    {KEY("quant.weights.observer", ENUM, quant.weights.observer), .names = observers, .sdef = "minmax"},
+    {KEY("quant.weights.recompute", BOOL, quant.weights.recompute), .def = 1},
+    OBJ("quant.activations"),
+    {KEY("quant.activations.method", ENUM, quant.activations.method), .names = amethods, .sdef = "none"},
+    {KEY("quant.activations.bits", INT, quant.activations.bits), IN_CLOSED(2, 8), .def = 8},
+    {KEY("quant.activations.symmetric", BOOL, quant.activations.symmetric), .def = 1},
+    {KEY("quant.activations.observer", ENUM, quant.activations.observer), .names = observers, .sdef = "minmax"},
+    {KEY("quant.first_layer_bits", INT, quant.first_bits), IN_CLOSED(0, 8), .def = 8},
+    {KEY("quant.last_layer_bits", INT, quant.last_bits), IN_CLOSED(0, 8), .def = 8},
+    {KEY("quant.layers", QRULES, quant.rules), .off2 = offsetof(nb_config, quant.n_rules)},
+    OBJ("quant.calibration"),
+    {KEY("quant.calibration.batches", INT, quant.calib_batches), GE(1), .def = 32},
+    {KEY("quant.calibration.batch_size", INT, quant.calib_batch_size), GE(1), .def = 128},
+    {KEY("quant.calibration.percentile", FLOAT, quant.percentile), .flags = NB_CFG_MIN | NB_CFG_MIN_EXCL | NB_CFG_MAX,
+     .min = 0, .max = 100, .def = 99.99},
+    {KEY("quant.calibration.ema_momentum", FLOAT, quant.ema_momentum), IN_HALF(0, 1), .def = 0.9},
+    {KEY("quant.calibration.mse_grid", INT, quant.mse_grid), GE(1), .def = 100},
+    {KEY("quant.calibration.kl_bins", INT, quant.kl_bins), IN_CLOSED(16, 1 << 20), .def = 2048},
+    {KEY("quant.fold_bn", BOOL, quant.fold_bn), .def = 0},
 
     OBJ("output"),
     {KEY("output.dir", STRING, output.dir), .sdef = ""}, /* "" = runs/<name> */
@@ -128,8 +158,8 @@ void nb_config_defaults(nb_config *c) {
         case NB_CFG_ARCH: strncpy(f, k->sdef, k->size - 1); break;
         case NB_CFG_CHAR: *f = k->sdef[0]; break;
         case NB_CFG_MILESTONES: /* none: already zero */
+        case NB_CFG_QRULES:
         case NB_CFG_OBJECT:
-        case NB_CFG_RESERVED:
         case NB_CFG_KIND_COUNT: break;
         }
     }

@@ -13,6 +13,7 @@ typedef struct {
 
 static const command commands[] = {
     {"train", nb_cmd_train, "train a model from an experiment config (JSON)"},
+    {"ptq", nb_cmd_ptq, "post-training quantization of an FP32 checkpoint (calibrate, evaluate, save)"},
     {"eval", nb_cmd_eval, "evaluate a checkpoint: top-1, top-5, loss"},
     {"inspect", nb_cmd_inspect, "list what a checkpoint holds"},
     {"bench", nb_cmd_bench, "measure training and inference throughput of a model"},

@@ -8,6 +8,7 @@
 
 int nb_cmd_bench(int argc, char **argv);
 int nb_cmd_train(int argc, char **argv);
+int nb_cmd_ptq(int argc, char **argv);
 int nb_cmd_eval(int argc, char **argv);
 int nb_cmd_inspect(int argc, char **argv);
 

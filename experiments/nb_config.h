@@ -45,7 +45,18 @@
  *                     milestones [[]], pct_start [0.3], div_factor [25],
  *                     final_div_factor [1e4]},
  *          distill {teacher [""], temperature [4], weight [0.5]}
- *   quant: {} (reserved for the quantization issues; must be empty for now)
+ *   quant: weights {method ["none" | "uniform" | "binary" | "ternary"], bits [8],
+ *                   granularity ["channel" | "tensor" | "group"], group_size [64],
+ *                   symmetric [true], narrow [false], observer ["minmax" | "ema" |
+ *                   "percentile" | "mse" | "kl"], recompute [true]},
+ *          activations {method ["none" | "uniform"], bits [8], symmetric [true],
+ *                   observer ["minmax"]},
+ *          first_layer_bits [8], last_layer_bits [8] (0 = as the rest),
+ *          layers {"NAME or GLOB": {weight_bits, act_bits, weight_method,
+ *                   act_method, weight_granularity, group_size}},
+ *          calibration {batches [32], batch_size [128], percentile [99.99],
+ *                   ema_momentum [0.9], mse_grid [100], kl_bins [2048]},
+ *          fold_bn [false] (set by nibble ptq in the checkpoints it writes)
  *   output: dir ["runs/<name>"], steps_every [0 = log_every]
  */
 #ifndef NB_CONFIG_H
@@ -53,6 +64,7 @@
 
 #include "nb_core.h"
 #include "nb_optim.h"
+#include "nb_quant.h"
 
 #define NB_CFG_PATH_MAX 1024
 
@@ -126,6 +138,7 @@ typedef struct {
     nb_model_config model;
     nb_init_config init;
     nb_train_config train;
+    nb_quant_policy quant;      /* methods "none": an FP32 run */
     nb_output_config output;
 } nb_config;
 

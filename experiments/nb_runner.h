@@ -79,6 +79,11 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
  * Owned by the caller; NULL with a message on bad settings. */
 nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes, nb_rng *rng);
 
+/* Attach the config's quant policy to m (nothing when quant methods are
+ * "none"; batchnorms marked folded when quant.fold_bn). Messages name the
+ * config. */
+nb_status nb_config_quantize_model(const nb_config *c, nb_model *m);
+
 /* The effective config stored in a checkpoint, with n overrides
  * ("key.path=value") applied; messages name the checkpoint's path. */
 nb_status nb_config_from_checkpoint(const char *path, const char *const *overrides, int n,
@@ -87,7 +92,9 @@ nb_status nb_config_from_checkpoint(const char *path, const char *const *overrid
 /* The model of checkpoint ckpt for data with C channels and size x size
  * pixels: built from c, ckpt's config as nb_config_from_checkpoint returns
  * it (only model.* and seed are used, so the caller may change the rest),
- * with ckpt's weights loaded strictly. *out is owned. */
+ * with ckpt's weights loaded strictly and, for a quantized config, its
+ * quantizers attached and their /quant/ state loaded (a quantized file for an
+ * FP32 config, or the reverse, is an error). *out is owned. */
 nb_status nb_model_from_config(const nb_config *c, const char *ckpt, int C, int size, nb_model **out);
 
 #endif

@@ -15,6 +15,11 @@ nb_status nb_run_loader(const nb_config *c, nb_dataset *ds, int train, int batch
  * train.optimizer.no_decay_bn_bias is false) over m's parameters. Owned;
  * NULL with a message. */
 nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m);
+/* Calibrate m's quantizers (no-op for an FP32 model): forward
+ * quant.calibration.batches batches of quant.calibration.batch_size shuffled,
+ * un-augmented training images in NB_PASS_CALIBRATE without gradients,
+ * with a progress bar on `progress`, then nb_quant_calibrate_finish. */
+nb_status nb_run_calibrate(const nb_config *c, nb_model *m, nb_dataset *train, nb_tape *tape, FILE *progress);
 /* The config's schedule in optimizer steps. */
 nb_status nb_run_schedule(const nb_config *c, long steps_per_epoch, nb_schedule *s);
 

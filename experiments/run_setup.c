@@ -20,7 +20,10 @@ nb_status nb_model_from_config(const nb_config *c, const char *ckpt, int C, int 
     nb_rng_seed(&rng, c->seed, 0);
     nb_model *m = nb_config_build_model(c, C, size, c->model.num_classes, &rng);
     if (!m) return NB_STATUS_BAD_INPUT;
-    nb_status st = nb_checkpoint_load_model(ckpt, m, 1);
+    nb_status st = nb_config_quantize_model(c, m);
+    if (st == NB_OK) st = nb_checkpoint_load_model(ckpt, m, 1);
+    /* Always: it also refuses a quantized file for an FP32 model. */
+    if (st == NB_OK) st = nb_checkpoint_load_quant(ckpt, m);
     if (st != NB_OK) {
         nb_model_free(m);
         return st;
@@ -97,6 +100,64 @@ nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes
     return nb_model_build(c->model.arch, &o, rng);
 }
 
+nb_status nb_config_quantize_model(const nb_config *c, nb_model *m) {
+    if (!nb_quant_enabled(&c->quant)) return NB_OK;
+    if (c->quant.fold_bn) nb_quant_mark_folded(m);
+    nb_status st = nb_quant_attach(m, &c->quant);
+    if (st != NB_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nb_last_error());
+        return nb_set_error(st, "%s: %s", c->source[0] ? c->source : c->name, msg);
+    }
+    return NB_OK;
+}
+
+nb_status nb_run_calibrate(const nb_config *c, nb_model *m, nb_dataset *train, nb_tape *tape, FILE *progress) {
+    if (!m->quant) return NB_OK;
+    const nb_quant_policy *p = &c->quant;
+    nb_loader_opts o = nb_loader_opts_default();
+    o.batch = p->calib_batch_size;
+    o.shuffle = 1; /* a sample of the classes, not the first few of a sorted file */
+    o.augment = 0;
+    o.out_h = o.out_w = c->data.size;
+    o.seed = c->seed;
+    nb_loader *l = NULL;
+    nb_status st = nb_loader_new(train, &o, &l);
+    if (st == NB_OK) st = nb_loader_start_epoch(l, 0);
+    if (st != NB_OK) {
+        nb_loader_free(l);
+        return st;
+    }
+    const long total = (long)nb_loader_batches_per_epoch(l) < p->calib_batches ? (long)nb_loader_batches_per_epoch(l)
+                                                                              : p->calib_batches;
+    const int C = nb_dataset_channels(train), H = nb_loader_out_h(l), W = nb_loader_out_w(l);
+    const nb_pass was = m->pass;
+    const int had = nb_tape_set_grad(tape, 0);
+    nb_model_set_pass(m, NB_PASS_CALIBRATE);
+    nb_progress bar;
+    nb_progress_init(&bar, "calibration", total, progress ? progress : stderr);
+    bar.every = 8;
+    long seen = 0;
+    for (long b = 0; b < total && st == NB_OK; b++) {
+        const float *xb;
+        const int32_t *yb;
+        int n = 0;
+        if ((st = nb_loader_next(l, &xb, &yb, &n)) != NB_OK || n == 0) break;
+        nb_tensor x;
+        nb_tensor_wrap(&x, (float *)xb, 4, (int[]){n, C, H, W});
+        nb_model_forward(m, tape, &x);
+        nb_tape_reset(tape);
+        seen += n;
+        nb_progress_update(&bar, b + 1, (double)seen, NULL);
+    }
+    nb_progress_finish(&bar, (double)seen, NULL);
+    nb_model_set_pass(m, was);
+    nb_tape_set_grad(tape, had);
+    nb_loader_free(l);
+    if (st == NB_OK) st = nb_quant_calibrate_finish(m);
+    return st;
+}
+
 nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m) {
     const nb_optimizer_config *oc = &c->train.optimizer;
     nb_optim_opts o = nb_optim_opts_default();
@@ -117,6 +178,7 @@ nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m) {
      * block holds them back to back in registration order. */
     float *start = NULL;
     const float *gstart = NULL;
+    const char *first = NULL;
     size_t len = 0;
     int group = -1;
     for (int i = 0; i <= m->n_entries; i++) {
@@ -124,16 +186,29 @@ nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m) {
         if (e && e->kind != NB_ENTRY_PARAM) continue;
         const int g = e ? (e->no_decay ? g_plain : g_decay) : -1;
         if (len && (g != group || e->t->data != start + len)) {
-            if (nb_optimizer_add_segment(opt, group, start, gstart, len) != NB_OK) goto fail;
+            if (nb_optimizer_add_named_segment(opt, group, first, start, gstart, len) != NB_OK) goto fail;
             len = 0;
         }
         if (!e) break;
         if (!len) {
             start = e->t->data;
             gstart = e->t->grad;
+            first = e->name;
             group = g;
         }
         len += e->t->numel;
+    }
+    /* Trained quantizer parameters (step sizes): their own group, no decay. */
+    const nb_model_ext *q = m->quant;
+    if (q && q->n_param_floats) {
+        const int g_quant = nb_optimizer_add_group(opt, "quant", 1.0f, 0.0f);
+        if (g_quant < 0) goto fail;
+        for (int i = 0; i < q->n_entries; i++) {
+            const nb_entry *e = &q->entries[i];
+            if (e->kind != NB_ENTRY_PARAM) continue;
+            if (nb_optimizer_add_named_segment(opt, g_quant, e->name, e->t->data, e->t->grad, e->t->numel) != NB_OK)
+                goto fail;
+        }
     }
     return opt;
 fail:

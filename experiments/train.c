@@ -155,6 +155,12 @@ static nb_status setup(run *r, const nb_train_opts *o) {
                             c->source, c->model.num_classes, c->data.path, classes);
     nb_rng_seed(&r->rng, c->seed, 0);
     if (!(r->m = nb_config_build_model(c, C, size, classes, &r->rng))) return NB_STATUS_BAD_INPUT;
+    if (nb_quant_enabled(&c->quant) && c->quant.fold_bn)
+        return nb_set_error(NB_STATUS_BAD_INPUT,
+                            "%s: quant.fold_bn: a model with folded batchnorm cannot train (QAT keeps "
+                            "batchnorm unfolded; HINT: start from the FP32 checkpoint with quant.fold_bn false)",
+                            c->source[0] ? c->source : c->name);
+    if ((st = nb_config_quantize_model(c, r->m)) != NB_OK) return st;
     r->eff = *c;
     r->eff.model.num_classes = r->m->opts.num_classes;
     if (!strcmp(r->eff.model.stem, "auto"))
@@ -175,6 +181,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         if (!file_exists(r->last))
             return nb_set_error(NB_STATUS_BAD_INPUT, "--resume %s: no last.h5 in that directory", r->dir);
         if ((st = nb_checkpoint_load_model(r->last, r->m, 1)) != NB_OK) return st;
+        if ((st = nb_checkpoint_load_quant(r->last, r->m)) != NB_OK) return st;
         if ((st = nb_checkpoint_load_state(r->last, r->opt, &r->meta)) != NB_OK) return st;
         nb_free((void *)r->meta.config_json);
         r->meta.config_json = NULL;
@@ -189,6 +196,8 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         if (c->init.checkpoint[0] &&
             (st = nb_checkpoint_load_model(c->init.checkpoint, r->m, c->init.strict)) != NB_OK)
             return st;
+        /* Quantizers start from scales calibrated on the (initial) model. */
+        if (r->m->quant && (st = nb_run_calibrate(c, r->m, r->dtr, r->tape, o->progress)) != NB_OK) return st;
     }
     if (c->train.distill.teacher[0]) {
         nb_config tc;
@@ -265,6 +274,7 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
         if (!isfinite(norm)) return numeric_stop(r, "the gradient norm", norm);
     }
     nb_optimizer_step(r->opt, lr);
+    if (r->m->quant && r->m->quant->after_step) r->m->quant->after_step(r->m->quant->owner);
     long c1 = 0, c5 = 0;
     nb_topk_correct(logits, y, &c1, &c5);
     r->meta.train_loss_sum += (double)lv * n;
@@ -312,6 +322,7 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
     nb_log(NB_LOG_INFO, "%s: %s (%zu parameters) on %s (%zu train / %zu test), %d epochs of %ld steps, "
            "%d threads, run dir %s", c->name, c->model.arch, nb_model_param_count(r.m), c->data.path,
            nb_dataset_count(r.dtr), nb_dataset_count(r.dte), t->epochs, r.spe, nb_get_threads(), r.dir);
+    if (r.m->quant) nb_quant_summary(r.m);
     if (o.resume_dir)
         nb_log(NB_LOG_INFO, "resuming at epoch %d, step %ld", r.meta.epoch + 1, r.meta.step);
     long steps_this_call = 0;

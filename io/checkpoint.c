@@ -58,18 +58,41 @@ static void attr_f64(writer *w, hid_t loc, const char *where, const char *name, 
     attr_scalar(w, loc, where, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
 }
 
-/* The float32 dataset <group><name> of rank ndim (0: scalar dataspace). */
-static void write_f32(writer *w, hid_t loc, const char *group, const char *name, int ndim,
-                      const hsize_t *dims, const float *data) {
+/* The float32 dataset <group><name> of rank ndim (0: scalar dataspace);
+ * lcpl H5P_DEFAULT, or one that creates the groups a "a/b" name needs. */
+static void write_f32_lcpl(writer *w, hid_t loc, const char *group, const char *name, int ndim,
+                           const hsize_t *dims, const float *data, hid_t lcpl) {
     if (w->st != NB_OK) return;
     hid_t sp = ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(ndim, dims, NULL);
     hid_t d = sp < 0 ? H5I_INVALID_HID
-                     : H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                     : H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT,
                                   H5P_DEFAULT);
     if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         failed(w, group, name);
     if (d >= 0) H5Dclose(d);
     if (sp >= 0) H5Sclose(sp);
+}
+
+static void write_f32(writer *w, hid_t loc, const char *group, const char *name, int ndim,
+                      const hsize_t *dims, const float *data) {
+    write_f32_lcpl(w, loc, group, name, ndim, dims, data, H5P_DEFAULT);
+}
+
+/* Every entry of a model's ext (quantizer state) as /quant/<name>; names
+ * hold a '/' ("layer1.0.conv1.weight/scale"), so groups are made on the way. */
+static void write_quant(writer *w, hid_t f, const nb_model_ext *q) {
+    if (w->st != NB_OK) return;
+    hid_t g = H5Gcreate2(f, "quant", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (g < 0 || lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) failed(w, "/quant", "");
+    for (int i = 0; i < q->n_entries && w->st == NB_OK; i++) {
+        const nb_tensor *t = q->entries[i].t;
+        hsize_t dims[NB_MAX_DIMS];
+        for (int k = 0; k < t->ndim; k++) dims[k] = (hsize_t)t->shape[k];
+        write_f32_lcpl(w, g, "/quant/", q->entries[i].name, t->ndim, dims, t->data, lcpl);
+    }
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (g >= 0) H5Gclose(g);
 }
 
 static void write_root_attrs(writer *w, hid_t f, const char *arch, const nb_ckpt_meta *mt) {
@@ -116,6 +139,10 @@ static void write_optim(writer *w, hid_t f, nb_optimizer *opt) {
     const char *kind = nb_optim_kind_name(nb_optimizer_kind(opt));
     attr_string(w, g, "attribute of /optim: ", "kind", kind ? kind : "unknown");
     attr_i64(w, g, "attribute of /optim: ", "steps", nb_optimizer_steps(opt));
+    char *layout = nb_optimizer_layout(opt);
+    if (!layout && w->st == NB_OK) w->st = nb_set_error(NB_STATUS_OOM, "%s: out of memory", w->path);
+    attr_string(w, g, "attribute of /optim: ", "layout", layout);
+    nb_free(layout);
     hsize_t n = (hsize_t)nb_optimizer_numel(opt);
     for (int k = 0; k < nb_optimizer_n_state(opt); k++)
         write_f32(w, g, "/optim/", nb_optimizer_state_name(opt, k), 1, &n,
@@ -158,6 +185,7 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
     created = 1;
     write_root_attrs(&w, f, m->arch, meta);
     write_model(&w, f, m);
+    if (m->quant) write_quant(&w, f, m->quant);
     if (opt) write_optim(&w, f, opt);
     herr_t closed = H5Fclose(f);
     f = H5I_INVALID_HID;

@@ -251,3 +251,110 @@ cleanup:
     return st;
 }
 
+
+/* ------------------------------------------------------------------ /quant/ */
+
+typedef struct {
+    const nb_model_ext *q;
+    char first[128];
+    int count;
+} quant_visit;
+
+/* Whether name (a path below /quant/) is an entry or a group on the way to one. */
+static int quant_known(const nb_model_ext *q, const char *name) {
+    const size_t n = strlen(name);
+    for (int i = 0; i < q->n_entries; i++) {
+        const char *e = q->entries[i].name;
+        if (!strcmp(e, name) || (!strncmp(e, name, n) && e[n] == '/')) return 1;
+    }
+    return 0;
+}
+
+static herr_t visit_quant(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+    (void)g;
+    (void)info;
+    quant_visit *v = data;
+    if (!quant_known(v->q, name) && v->count++ == 0) snprintf(v->first, sizeof v->first, "%s", name);
+    return 0;
+}
+
+nb_status nb_checkpoint_load_quant(const char *path, nb_model *m) {
+    nb_status st = NB_OK;
+    hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
+    float *stage = NULL;
+    const nb_model_ext *q = m->quant;
+    nb_h5_quiet hq;
+    nb_h5_quiet_begin(&hq);
+    if ((st = nb_ckpt_open(path, &f)) != NB_OK) goto cleanup;
+    const int has = H5Lexists(f, "quant", H5P_DEFAULT) > 0;
+    if (!q) {
+        if (has)
+            st = nb_set_error(NB_STATUS_BAD_INPUT, "%s holds quantizer state (/quant/) but the model has no "
+                              "quantizers (its config has no quant section?)", path);
+        goto cleanup;
+    }
+    if (!has || (g = H5Gopen2(f, "quant", H5P_DEFAULT)) < 0) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT,
+                          "%s: no /quant/ group: the checkpoint is not quantized, but the config asks for "
+                          "quantizers (HINT: start QAT from it with init.checkpoint, or quantize it with "
+                          "nibble ptq)", path);
+        goto cleanup;
+    }
+    size_t total = q->n_param_floats + q->n_buffer_floats;
+    if (!(stage = nb_malloc((total ? total : 1) * sizeof(float)))) {
+        st = NB_STATUS_OOM;
+        goto cleanup;
+    }
+    size_t off = 0;
+    for (int i = 0; i < q->n_entries && st == NB_OK; i++) {
+        const nb_tensor *t = q->entries[i].t;
+        st = nb_ckpt_read_f32(path, g, "/quant/", q->entries[i].name, t->ndim, t->shape, "the quant policy",
+                              stage + off);
+        off += t->numel;
+    }
+    if (st != NB_OK) goto cleanup;
+    quant_visit v = {.q = q};
+    if (H5Lvisit(g, H5_INDEX_NAME, H5_ITER_INC, visit_quant, &v) < 0) {
+        char d[256];
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: cannot list /quant/ (%s)", path, nb_h5_error_detail(d, sizeof d));
+        goto cleanup;
+    }
+    if (v.count) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT,
+                          "%s: /quant/%s is not state of this model's quantizers (%d unknown; the config's "
+                          "quant section and the file disagree)", path, v.first, v.count);
+        goto cleanup;
+    }
+    /* Stage is complete and checked: copy, then let the owner validate;
+     * on its failure restore nothing is possible cheaply, so copy back. */
+    float *old = nb_malloc((total ? total : 1) * sizeof(float));
+    if (!old) {
+        st = NB_STATUS_OOM;
+        goto cleanup;
+    }
+    off = 0;
+    for (int i = 0; i < q->n_entries; i++) {
+        nb_tensor *t = q->entries[i].t;
+        memcpy(old + off, t->data, t->numel * sizeof(float));
+        memcpy(t->data, stage + off, t->numel * sizeof(float));
+        off += t->numel;
+    }
+    if (q->after_load && (st = q->after_load(q->owner)) != NB_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nb_last_error());
+        st = nb_set_error(st, "%s: %s", path, msg);
+        off = 0;
+        for (int i = 0; i < q->n_entries; i++) {
+            nb_tensor *t = q->entries[i].t;
+            memcpy(t->data, old + off, t->numel * sizeof(float));
+            off += t->numel;
+        }
+    }
+    nb_free(old);
+cleanup:
+    nb_free(stage);
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    nb_h5_quiet_end(&hq);
+    return st;
+}

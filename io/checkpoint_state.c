@@ -32,6 +32,24 @@ static nb_status read_optim(const char *path, hid_t f, nb_optimizer *opt, float 
         st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: /optim/ holds %s state, the optimizer is %s",
                           path, kind, want ? want : "unknown");
     if (st == NB_OK) st = nb_ckpt_attr_num(path, g, "/optim", "steps", H5T_INTEGER, H5T_NATIVE_INT64, &s);
+    if (st == NB_OK && H5Aexists(g, "layout") > 0) {
+        /* Which parameters each stretch of the state belongs to (files
+         * written before layouts were stored are checked by size only). */
+        char *have = NULL, *want_layout = nb_optimizer_layout(opt);
+        st = want_layout ? nb_h5_attr_string(path, g, "layout", &have) : NB_STATUS_OOM;
+        if (st == NB_OK && strcmp(have, want_layout) != 0) {
+            const char *a = have, *b = want_layout;
+            while (*a && *a == *b) a++, b++;
+            while (a > have && a[-1] != '\n') a--, b--;
+            st = nb_set_error(NB_STATUS_BAD_INPUT,
+                              "%s: /optim/ state was saved for other parameters: the file has segment "
+                              "\"%.*s\" where this run has \"%.*s\" (the model or the quant policy "
+                              "changed; HINT: start the optimizer afresh with init.checkpoint)",
+                              path, (int)strcspn(a, "\n"), a, (int)strcspn(b, "\n"), b);
+        }
+        nb_free(have);
+        nb_free(want_layout);
+    }
     if (st != NB_OK) goto cleanup;
     int n = (int)nb_optimizer_numel(opt);
     for (int k = 0; k < nb_optimizer_n_state(opt) && st == NB_OK; k++)

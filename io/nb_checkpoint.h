@@ -9,9 +9,12 @@
  *   /optim/<state name>        float32 (numel) per kind of optimizer state
  *                              ("momentum_buffer", "exp_avg", "exp_avg_sq"),
  *                              flat in the optimizer's segment order; the
- *                              group has attributes kind ("sgd"|"adamw") and
- *                              steps (int64)
- *   /quant/...                 quantizer state (added by quant/)
+ *                              group has attributes kind ("sgd"|"adamw"),
+ *                              steps (int64) and layout (the segments,
+ *                              nb_optimizer_layout, checked on load)
+ *   /quant/<name>              float32, the entries of the model's quant ext (quantizer
+ *                              state: "layer1.0.conv1.weight/scale", ".../zero_point",
+ *                              ".../qrange", ".../ready"; see quant/nb_quant.h)
  *   root attributes            nb_format = "nibble-checkpoint", nb_version
  *                              (int32, 1), arch, epoch, step, step_in_epoch,
  *                              rng_state/rng_inc (uint64), the effective
@@ -59,6 +62,12 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
  * strict, tensors in the file that m lacks are errors too. Checks nb_format
  * and nb_version. m is unchanged on error. */
 nb_status nb_checkpoint_load_model(const char *path, nb_model *m, int strict);
+
+/* Read /quant/ into m's quant ext: every entry present with its shape and
+ * nothing else under /quant/; then the ext's after_load validates it. A
+ * file without /quant/ for a quantized model, or with /quant/ for an FP32
+ * one, is NB_STATUS_BAD_INPUT with a hint. m is unchanged on error. */
+nb_status nb_checkpoint_load_quant(const char *path, nb_model *m);
 
 /* Read /optim/ into opt (kind and numel must match) and the root
  * attributes into meta (meta->config_json allocated). Either may be NULL. */

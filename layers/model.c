@@ -17,6 +17,8 @@ nb_model *nb_model_begin(const char *arch, const nb_model_opts *o) {
     snprintf(m->arch, sizeof m->arch, "%s", arch);
     m->opts = *o;
     m->training = 1;
+    m->pass = NB_PASS_TRAIN;
+    m->first_module = m->last_module = -1;
     return m;
 }
 
@@ -49,6 +51,7 @@ static nb_tensor *add_entry(nb_model *m, const char *prefix, const char *leaf, i
 
 static void add_module(nb_model *m, nb_module *mod, nb_module_type type, const char *name) {
     mod->type = type;
+    mod->owner = m;
     snprintf(mod->name, sizeof mod->name, "%s", name);
     if (m->n_modules == m->cap_modules) {
         int cap = m->cap_modules ? 2 * m->cap_modules : 32;
@@ -98,6 +101,11 @@ nb_bn_module *nb_model_add_bn(nb_model *m, const char *name, int c) {
     return b;
 }
 
+void nb_model_link_bn(nb_conv2d_module *c, nb_bn_module *b, int relu) {
+    c->base.bn = &b->base;
+    c->base.relu_after = relu;
+}
+
 static void init_entry(nb_entry *e, nb_rng *rng) {
     nb_tensor *t = e->t;
     switch (e->init) {
@@ -121,6 +129,13 @@ static void init_entry(nb_entry *e, nb_rng *rng) {
 }
 
 nb_status nb_model_finalize(nb_model *m, nb_rng *rng) {
+    for (int i = 0; i < m->n_modules; i++) {
+        const nb_module_type ty = m->modules[i]->type;
+        if (ty == NB_MOD_CONV2D && m->first_module < 0) m->first_module = i;
+        if (ty == NB_MOD_LINEAR) m->last_module = i;
+    }
+    if (m->first_module >= 0) m->modules[m->first_module]->role = NB_ROLE_FIRST;
+    if (m->last_module >= 0) m->modules[m->last_module]->role = NB_ROLE_LAST;
     size_t np = 0, nbuf = 0;
     for (int i = 0; i < m->n_entries; i++) {
         nb_entry *e = &m->entries[i];
@@ -156,6 +171,7 @@ nb_status nb_model_finalize(nb_model *m, nb_rng *rng) {
 
 void nb_model_free(nb_model *m) {
     if (!m) return;
+    if (m->quant && m->quant->free) m->quant->free(m->quant->owner);
     if (m->net_free) m->net_free(m->net);
     for (int i = 0; i < m->n_entries; i++) nb_free(m->entries[i].t);
     for (int i = 0; i < m->n_modules; i++) nb_free(m->modules[i]);
@@ -167,21 +183,21 @@ void nb_model_free(nb_model *m) {
     nb_free(m);
 }
 
-static nb_tensor *apply_hook(const nb_hook *h, nb_tape *t, nb_tensor *x) {
-    return h->fn ? h->fn(h->state, t, x) : x;
+static nb_tensor *apply_hook(const nb_module *mod, const nb_hook *h, nb_tape *t, nb_tensor *x) {
+    return h->fn ? h->fn(h->state, t, x, mod->owner->pass) : x;
 }
 
 nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *x) {
-    nb_tensor *xi = apply_hook(&m->base.input_hook, t, x);
-    nb_tensor *w = apply_hook(&m->base.weight_hook, t, m->weight);
+    nb_tensor *xi = apply_hook(&m->base, &m->base.input_hook, t, x);
+    nb_tensor *w = apply_hook(&m->base, &m->base.weight_hook, t, m->weight);
     nb_tensor *y = nb_conv2d(t, xi, w, m->bias, &m->p);
     m->base.macs = (double)y->shape[1] * y->shape[2] * y->shape[3] * w->shape[1] * w->shape[2] * w->shape[3];
     return y;
 }
 
 nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x) {
-    nb_tensor *xi = apply_hook(&m->base.input_hook, t, x);
-    nb_tensor *w = apply_hook(&m->base.weight_hook, t, m->weight);
+    nb_tensor *xi = apply_hook(&m->base, &m->base.input_hook, t, x);
+    nb_tensor *w = apply_hook(&m->base, &m->base.weight_hook, t, m->weight);
     m->base.macs = (double)w->shape[0] * w->shape[1];
     return nb_linear(t, xi, w, m->bias);
 }
@@ -199,9 +215,18 @@ nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     return m->forward(m, t, x);
 }
 
-void nb_model_train(nb_model *m, int training) { m->training = training; }
+void nb_model_train(nb_model *m, int training) { nb_model_set_pass(m, training ? NB_PASS_TRAIN : NB_PASS_EVAL); }
 
-void nb_model_zero_grad(nb_model *m) { memset(m->param_grad, 0, sizeof(float) * m->n_param_floats); }
+void nb_model_set_pass(nb_model *m, nb_pass pass) {
+    m->pass = pass;
+    m->training = pass == NB_PASS_TRAIN;
+}
+
+void nb_model_zero_grad(nb_model *m) {
+    memset(m->param_grad, 0, sizeof(float) * m->n_param_floats);
+    if (m->quant && m->quant->n_param_floats)
+        memset(m->quant->param_grad, 0, sizeof(float) * m->quant->n_param_floats);
+}
 
 size_t nb_model_param_count(const nb_model *m) { return m->n_param_floats; }
 
@@ -215,12 +240,12 @@ double nb_model_macs(nb_model *m, int h, int w) {
     nb_tape *t = nb_tape_new();
     nb_tensor *x = nb_tensor_new(4, (int[]){1, m->opts.in_channels, h, w});
     NB_ASSERT(t && x, "model macs: %s", nb_last_error());
-    int was = m->training;
-    nb_model_train(m, 0);
+    const nb_pass was = m->pass;
+    nb_model_set_pass(m, NB_PASS_PROBE);
     nb_tape_set_grad(t, 0);
     for (int i = 0; i < m->n_modules; i++) m->modules[i]->macs = 0.0;
     nb_model_forward(m, t, x);
-    nb_model_train(m, was);
+    nb_model_set_pass(m, was);
     double total = 0.0;
     for (int i = 0; i < m->n_modules; i++) total += m->modules[i]->macs;
     nb_tensor_free(x);
@@ -237,4 +262,25 @@ void nb_model_summary(const nb_model *m) {
         nb_log(NB_LOG_INFO, "%-36s %-20s %10zu", e->name, nb_shape_str(e->t, s, sizeof s), e->t->numel);
     }
     nb_log(NB_LOG_INFO, "%s: %zu parameters", m->arch, m->n_param_floats);
+}
+
+nb_module *nb_model_module(nb_model *m, const char *name) {
+    for (int i = 0; i < m->n_modules; i++)
+        if (!strcmp(m->modules[i]->name, name)) return m->modules[i];
+    return NULL;
+}
+
+nb_tensor *nb_module_weight(nb_module *mod) {
+    switch (mod->type) {
+    case NB_MOD_CONV2D: return ((nb_conv2d_module *)mod)->weight;
+    case NB_MOD_LINEAR: return ((nb_linear_module *)mod)->weight;
+    case NB_MOD_BATCHNORM2D:
+    case NB_MOD_COUNT: break;
+    }
+    return NULL;
+}
+
+size_t nb_module_weight_numel(const nb_module *mod) {
+    nb_tensor *w = nb_module_weight((nb_module *)mod);
+    return w ? w->numel : 0;
 }

@@ -107,9 +107,20 @@ typedef struct {
     int no_decay;      /* biases and batchnorm parameters */
 } nb_entry;
 
+/* What a forward pass is for. Hooks see it: a quantizer fake-quantizes in
+ * TRAIN and EVAL, observes (and passes values through) in CALIBRATE, and
+ * must be the identity without side effects in PROBE (nb_model_macs). */
+typedef enum {
+    NB_PASS_TRAIN = 0, /* a training step: batchnorm uses batch statistics */
+    NB_PASS_EVAL,      /* evaluation: running statistics */
+    NB_PASS_CALIBRATE, /* evaluation forward whose hooks collect statistics */
+    NB_PASS_PROBE,     /* shape / MAC probe on a zero image */
+    NB_PASS_COUNT
+} nb_pass;
+
 /* A hook that replaces a tensor on its way into an op (the quantization pass
  * installs fake-quant here; layers/ holds no quantization math). */
-typedef nb_tensor *(*nb_hook_fn)(void *state, nb_tape *t, nb_tensor *x);
+typedef nb_tensor *(*nb_hook_fn)(void *state, nb_tape *t, nb_tensor *x, nb_pass pass);
 typedef struct {
     nb_hook_fn fn;  /* NULL: identity */
     void *state;
@@ -122,6 +133,18 @@ typedef enum {
     NB_MOD_COUNT
 } nb_module_type;
 
+/* Where a conv/linear module sits in its network (recorded by the
+ * builders, so folding, quantization policies and export need not re-derive
+ * the graph from the forward code). */
+typedef enum {
+    NB_ROLE_MIDDLE = 0,
+    NB_ROLE_FIRST,      /* the first layer: sees the (signed) input image */
+    NB_ROLE_LAST,       /* the classifier */
+    NB_ROLE_COUNT
+} nb_role;
+
+struct nb_model;
+
 /* The header every layer module starts with. */
 typedef struct nb_module {
     nb_module_type type;
@@ -129,6 +152,12 @@ typedef struct nb_module {
     nb_hook weight_hook;
     nb_hook input_hook;
     double macs;        /* multiply-accumulates per image, last forward */
+    struct nb_model *owner;   /* the model it belongs to (its pass) */
+    /* structure (conv/linear): */
+    struct nb_module *bn;     /* conv: the batchnorm applied to its output, or NULL */
+    int relu_after;           /* conv: a ReLU follows that batchnorm (maybe after an add) */
+    int input_nonneg;         /* its input is >= 0 (comes from a ReLU) */
+    nb_role role;
 } nb_module;
 
 typedef struct {
@@ -190,6 +219,27 @@ nb_model_opts nb_model_opts_default(void);
 typedef struct nb_model nb_model;
 typedef nb_tensor *(*nb_forward_fn)(nb_model *m, nb_tape *t, nb_tensor *x);
 
+/* State attached to a finalized model by another module (the quantization
+ * pass): named tensors in blocks of its own, so the model's block never
+ * moves; checkpoints save them under /quant/<name> (names such as
+ * "layer1.0.conv1.weight/scale"). PARAM entries are trained (their
+ * gradients live in param_grad, zeroed with the model's); BUFFER entries
+ * are state. Freed with the model through free(owner). */
+typedef struct nb_model_ext {
+    nb_entry *entries;
+    int n_entries;
+    float *param_data, *param_grad;
+    size_t n_param_floats;
+    float *buffer_data;
+    size_t n_buffer_floats;
+    void *owner;
+    void (*free)(void *owner);
+    /* after every optimizer step (keep step sizes > 0, EMA updates); may be NULL */
+    void (*after_step)(void *owner);
+    /* after its entries were loaded from a checkpoint; may be NULL */
+    nb_status (*after_load)(void *owner);
+} nb_model_ext;
+
 struct nb_model {
     char arch[32];
     nb_model_opts opts;
@@ -201,7 +251,10 @@ struct nb_model {
     size_t n_param_floats;
     float *buffer_data;
     size_t n_buffer_floats;
-    int training;
+    int training;               /* pass == NB_PASS_TRAIN */
+    nb_pass pass;
+    int first_module, last_module; /* indices into modules (roles FIRST, LAST), -1 if none */
+    nb_model_ext *quant;        /* NULL for an FP32 model */
     nb_forward_fn forward;
     void *net;                  /* architecture-specific structure */
     void (*net_free)(void *net);
@@ -219,7 +272,11 @@ const char *const *nb_model_archs(void);
  * gradients are enabled and the model is in training mode or params need
  * grad. */
 nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x);
+/* training ? NB_PASS_TRAIN : NB_PASS_EVAL. */
 void nb_model_train(nb_model *m, int training);
+/* Any pass; batchnorm uses batch statistics only in NB_PASS_TRAIN. */
+void nb_model_set_pass(nb_model *m, nb_pass pass);
+/* Zero the gradients of the parameters and of the attached ext's. */
 void nb_model_zero_grad(nb_model *m);
 size_t nb_model_param_count(const nb_model *m);
 nb_entry *nb_model_find(nb_model *m, const char *name);
@@ -227,6 +284,12 @@ nb_entry *nb_model_find(nb_model *m, const char *name);
 double nb_model_macs(nb_model *m, int h, int w);
 /* Print the per-layer table (name, shape, params) with nb_log. */
 void nb_model_summary(const nb_model *m);
+/* The conv or linear module called name, or NULL. */
+nb_module *nb_model_module(nb_model *m, const char *name);
+/* Weights (numel) of a conv/linear module. */
+size_t nb_module_weight_numel(const nb_module *mod);
+/* The weight tensor of a conv/linear module (NULL for batchnorm). */
+nb_tensor *nb_module_weight(nb_module *mod);
 
 /* Builder API (for model files): register modules during construction, then
  * nb_model_finalize() allocates the blocks and initialises. */
@@ -236,6 +299,12 @@ nb_conv2d_module *nb_model_add_conv(nb_model *m, const char *name, int in_c, int
 nb_linear_module *nb_model_add_linear(nb_model *m, const char *name, int in_f, int out_f,
                                       int bias);
 nb_bn_module *nb_model_add_bn(nb_model *m, const char *name, int c);
+/* Record that b normalises c's output, followed by a ReLU when relu. */
+void nb_model_link_bn(nb_conv2d_module *c, nb_bn_module *b, int relu);
+/* Records roles (the first conv, the classifier) and allocates the blocks. */
 nb_status nb_model_finalize(nb_model *m, nb_rng *rng);
+
+/* The op table of layers/ (for the test that walks every table): *n entries. */
+const nb_op_def *nb_layers_ops(int *n);
 
 #endif /* NB_LAYERS_H */

@@ -67,6 +67,10 @@ static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out
         b->conv2 = nb_model_add_conv(m, name, out_c, out_c, 3, 1, 1, 0);
         snprintf(name, sizeof name, "layer%d.%d.bn2", stage, i);
         b->bn2 = nb_model_add_bn(m, name, out_c);
+        /* Block inputs come from a ReLU (the stem's or the previous add's). */
+        b->conv1->base.input_nonneg = b->conv2->base.input_nonneg = 1;
+        nb_model_link_bn(b->conv1, b->bn1, 1);
+        nb_model_link_bn(b->conv2, b->bn2, 1); /* add, then ReLU */
         if (s != 1 || ic != out_c) {
             if (sc == NB_SHORTCUT_A) {
                 b->pad_shortcut = 1;
@@ -75,6 +79,8 @@ static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out
                 b->down_conv = nb_model_add_conv(m, name, ic, out_c, 1, s, 0, 0);
                 snprintf(name, sizeof name, "layer%d.%d.downsample.1", stage, i);
                 b->down_bn = nb_model_add_bn(m, name, out_c);
+                b->down_conv->base.input_nonneg = 1;
+                nb_model_link_bn(b->down_conv, b->down_bn, 1);
             }
         }
     }
@@ -113,10 +119,12 @@ static nb_model *build_resnet(const char *arch, const nb_model_opts *o, nb_rng *
         r->conv1 = nb_model_add_conv(m, "conv1", o->in_channels, widths[0], 3, 1, 1, 0);
     }
     r->bn1 = nb_model_add_bn(m, "bn1", widths[0]);
+    nb_model_link_bn(r->conv1, r->bn1, 1);
     int c = widths[0];
     for (int s = 0; s < n_stages; s++)
         c = add_stage(m, r, s + 1, blocks[s], c, widths[s], s == 0 ? 1 : 2, sc);
     r->fc = nb_model_add_linear(m, "fc", c, o->num_classes, 1);
+    r->fc->base.input_nonneg = 1; /* average of ReLU outputs */
     if (nb_model_finalize(m, rng) != NB_OK) {
         nb_model_free(m);
         return NULL;
@@ -162,9 +170,12 @@ static nb_model *build_smallcnn(const char *arch, const nb_model_opts *o, nb_rng
         s->conv[i] = nb_model_add_conv(m, name, c, w << i, 3, 1, 1, 0);
         snprintf(name, sizeof name, "features.%d.bn", i);
         s->bn[i] = nb_model_add_bn(m, name, w << i);
+        nb_model_link_bn(s->conv[i], s->bn[i], 1);
+        s->conv[i]->base.input_nonneg = i > 0;
         c = w << i;
     }
     s->fc = nb_model_add_linear(m, "fc", c, o->num_classes, 1);
+    s->fc->base.input_nonneg = 1;
     if (nb_model_finalize(m, rng) != NB_OK) {
         nb_model_free(m);
         return NULL;

@@ -92,6 +92,16 @@ int nb_optimizer_add_group(nb_optimizer *opt, const char *name, float lr_mult, f
 nb_status nb_optimizer_add_segment(nb_optimizer *opt, int group, float *p, const float *g,
                                    size_t n);
 
+/* The same, with a name saying what the segment holds (e.g. its first
+ * parameter, "conv1.weight"; at most 95 bytes kept). Checkpoints store the
+ * names with the state, so a changed model or quantization policy can never
+ * silently load momentum into the wrong parameters. */
+nb_status nb_optimizer_add_named_segment(nb_optimizer *opt, int group, const char *name, float *p,
+                                         const float *g, size_t n);
+/* "GROUP NAME NUMEL" per segment, one a line, in order (nb_malloc'ed,
+ * caller frees; NULL on OOM). */
+char *nb_optimizer_layout(const nb_optimizer *opt);
+
 /* One update of every segment with base learning rate lr. */
 void nb_optimizer_step(nb_optimizer *opt, float lr);
 

@@ -15,6 +15,7 @@ typedef struct {
 
 typedef struct {
     int group;
+    char name[96];         /* what it holds, e.g. its first parameter's name ("" if not named) */
     float *p;              /* (n) borrowed: the model's */
     const float *g;        /* (n) borrowed: the model's */
     size_t n;
@@ -124,6 +125,11 @@ static nb_status grow_state(float **block, size_t n, size_t add) {
 }
 
 nb_status nb_optimizer_add_segment(nb_optimizer *opt, int group, float *p, const float *g, size_t n) {
+    return nb_optimizer_add_named_segment(opt, group, "", p, g, n);
+}
+
+nb_status nb_optimizer_add_named_segment(nb_optimizer *opt, int group, const char *name, float *p,
+                                         const float *g, size_t n) {
     check_group(opt, group);
     NB_ASSERT(n == 0 || (p && g), "optimizer: segment of %zu parameters without data or gradient", n);
     NB_ASSERT(opt->steps == 0, "optimizer: segments must be added before the first step (at step %ld)",
@@ -134,7 +140,9 @@ nb_status nb_optimizer_add_segment(nb_optimizer *opt, int group, float *p, const
     /* A failure part-way leaves some blocks longer than numel: harmless. */
     for (int k = 0; k < opt->n_state; k++)
         if (grow_state(&opt->state[k], opt->numel, n) != NB_OK) return NB_STATUS_OOM;
-    s[opt->n_segs++] = (optim_segment){group, p, g, n, opt->numel};
+    s[opt->n_segs] = (optim_segment){.group = group, .p = p, .g = g, .n = n, .offset = opt->numel};
+    snprintf(s[opt->n_segs].name, sizeof s[opt->n_segs].name, "%s", name ? name : "");
+    opt->n_segs++;
     opt->numel += n;
     opt->groups[group].numel += n;
     return NB_OK;
@@ -212,3 +220,17 @@ void nb_optimizer_set_steps(nb_optimizer *opt, long steps) {
 }
 
 nb_optim_kind nb_optimizer_kind(const nb_optimizer *opt) { return opt->o.kind; }
+
+char *nb_optimizer_layout(const nb_optimizer *opt) {
+    size_t cap = 64, len = 0;
+    for (int i = 0; i < opt->n_segs; i++) cap += strlen(opt->groups[opt->segs[i].group].name) + 96 + 32;
+    char *out = nb_malloc(cap);
+    if (!out) return NULL;
+    out[0] = '\0';
+    for (int i = 0; i < opt->n_segs; i++) {
+        const optim_segment *sg = &opt->segs[i];
+        len += (size_t)snprintf(out + len, cap - len, "%s %s %zu\n", opt->groups[sg->group].name,
+                                sg->name[0] ? sg->name : "-", sg->n);
+    }
+    return out;
+}

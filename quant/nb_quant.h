@@ -98,4 +98,163 @@ long nb_observer_batches(const nb_observer *ob);
  * NB_STATUS_BAD_INPUT when nothing was fed. */
 nb_status nb_observer_range(const nb_observer *ob, const nb_qspec *spec, float *lo, float *hi);
 
+/* ----------------------------------------------------- fake-quant kernels */
+
+/* x viewed as (rows, K); element (r, k) uses scale index r * ng + k / G,
+ * ng = ceil(K / G) (the last group of a row may be shorter). Per-tensor:
+ * rows 1, G = K; per-channel: rows = OC, G = K; per-group: G. */
+typedef struct {
+    int rows;
+    size_t K, G;
+} nb_fq_layout;
+
+/* Number of scales a layout uses: rows * ceil(K / G). */
+size_t nb_fq_layout_scales(const nb_fq_layout *L);
+/* rint for any float, ties to even (NaN stays NaN). */
+float nb_fq_round(float v);
+/* y = s (clamp(rint(x / s) + z, qmin, qmax) - z), scale/zero_point per the
+ * layout's scale index (zero points are integers held in floats). */
+void nb_fq_forward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
+                   const float *x, float *y);
+/* STE: dx (+)= dy where qmin <= rint(x / s) + z <= qmax, else 0; fresh:
+ * write dx instead of adding. */
+void nb_fq_backward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
+                    const float *x, const float *dy, float *dx, int fresh);
+/* The op on the tape: returns x̂ (tape arena), records the STE backward.
+ * scale/zero_point are borrowed and must stay unchanged until backward. */
+nb_tensor *nb_fake_quant(nb_tape *t, nb_tensor *x, const nb_fq_layout *L, const float *scale,
+                         const float *zero_point, int qmin, int qmax);
+
+/* Binary (XNOR-Net: alpha[r] = mean |w_r|, sign(0) = +1) or ternary (TWN:
+ * threshold 0.7 mean |w_r|, alpha[r] = mean of |w| above it) weights, one
+ * alpha per row of w viewed as (rows, K); y = alpha[r] * t. */
+void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int ternary, float *alpha);
+/* The op: STE backward (binary: identity where |w| <= 1; ternary: identity). */
+nb_tensor *nb_binary_ternary(nb_tape *t, nb_tensor *w, int rows, int ternary, float *alpha);
+
+/* quant/'s op table (for the test that walks every table): *n entries. */
+const nb_op_def *nb_quant_ops(int *n);
+
+/* ------------------------------------------------------------- the policy */
+
+#define NB_QNAME 16
+#define NB_QUANT_MAX_RULES 32
+
+/* Quantizer settings for one side (weights or activations). Names are the
+ * config's strings (docs/configs.md). */
+typedef struct {
+    char method[NB_QNAME];      /* "none" | "uniform" | "binary" | "ternary" (weights) */
+    int bits;                   /* 2..8 for uniform */
+    char granularity[NB_QNAME]; /* weights: "tensor" | "channel" | "group" */
+    int group_size;             /* "group": elements per group (e.g. 32, 64, 128) */
+    int symmetric;              /* zero point 0 (signed, or unsigned after a ReLU) */
+    int narrow;                 /* symmetric signed: drop -2^(b-1) */
+    char observer[NB_QNAME];    /* nb_observer_name() values */
+    int recompute;              /* weights: scales from the current weights at every forward */
+} nb_qside;
+
+/* A per-layer override; 0 / "" fields inherit. */
+typedef struct {
+    char pattern[96];           /* a layer name or a glob (fnmatch: "layer3.*.conv2") */
+    int weight_bits, act_bits;
+    char weight_method[NB_QNAME], act_method[NB_QNAME], weight_granularity[NB_QNAME];
+    int group_size;
+} nb_qrule;
+
+typedef struct {
+    nb_qside weights, activations;
+    int first_bits, last_bits;  /* the first conv / the classifier (weights and input); 0 = as the rest */
+    nb_qrule rules[NB_QUANT_MAX_RULES]; /* applied in order after first/last */
+    int n_rules;
+    int calib_batches, calib_batch_size; /* calibration pass (ptq, and QAT's start) */
+    float percentile, ema_momentum;      /* observer options */
+    int mse_grid, kl_bins;
+    int fold_bn;                /* batchnorm folded into the convolutions (PTQ checkpoints) */
+} nb_quant_policy;
+
+/* Defaults: methods "none" (no quantization), 8 bits, per-channel symmetric
+ * weights recomputed every forward, symmetric activations, min-max
+ * observers, first/last layers 8 bits, 32 calibration batches of 128. */
+void nb_quant_policy_default(nb_quant_policy *p);
+/* Whether p quantizes anything. */
+int nb_quant_enabled(const nb_quant_policy *p);
+
+/* ------------------------------------------------------------ quantizers */
+
+typedef enum {
+    NB_QM_NONE = 0,
+    NB_QM_UNIFORM,
+    NB_QM_BINARY,
+    NB_QM_TERNARY,
+    NB_QM_COUNT
+} nb_qmethod;
+
+typedef enum {
+    NB_QG_TENSOR = 0,
+    NB_QG_CHANNEL,
+    NB_QG_GROUP,
+    NB_QG_COUNT
+} nb_qgran;
+
+/* "none", "uniform", ...; "tensor", "channel", "group". */
+const char *nb_qmethod_name(nb_qmethod m);
+const char *nb_qgran_name(nb_qgran g);
+
+/* One quantizer, on a module's weight or input (read-only for users). Its
+ * state lives in the model's quant ext: scale, zero_point (n_scales each),
+ * qrange (qmin, qmax) and ready (1 once scales are valid), saved as
+ * /quant/<name>/scale etc. */
+typedef struct nb_quantizer {
+    char name[96];          /* "layer1.0.conv1.weight", "layer1.0.conv1.input" */
+    nb_module *mod;
+    int is_weight;
+    nb_qmethod method;
+    nb_qspec spec;
+    int qmin, qmax;
+    nb_qgran gran;
+    int group_size;
+    nb_fq_layout L;
+    int n_scales;
+    nb_observer_opts obs;
+    int recompute;
+    nb_observer *observer;  /* activations while calibrating */
+    float *scale, *zero_point, *qrange, *ready; /* in the ext's buffer block */
+} nb_quantizer;
+
+/* Wrap every conv/linear module of m per p (weights through weight_hook,
+ * inputs through input_hook) and attach the quantizer state as m->quant.
+ * NB_STATUS_BAD_INPUT names the problem: a rule that matches no layer
+ * ("quant.layers.\"layer9.*\": matches no layer of resnet20"), bits out
+ * of range for a method, an already quantized model. */
+nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p);
+/* The quantizers of a quantized model (NULL, *n = 0 for an FP32 one). */
+nb_quantizer *nb_quant_list(nb_model *m, int *n);
+/* The policy it was attached with (NULL for an FP32 model). */
+const nb_quant_policy *nb_quant_policy_of(const nb_model *m);
+/* After forward passes in NB_PASS_CALIBRATE: activation scales from the
+ * observers, weight scales from the weights; every quantizer ready. */
+nb_status nb_quant_calibrate_finish(nb_model *m);
+/* Whether every quantizer has valid scales. */
+int nb_quant_ready(const nb_model *m);
+/* Model size: bytes of conv/linear weights at their quantized bit widths
+ * plus everything else (biases, batchnorm, scales) at 32 bits; *fp32 gets
+ * the same model's size in FP32. */
+double nb_quant_model_bytes(const nb_model *m, double *fp32);
+/* The per-layer table (name, weight bits/granularity, input bits,
+ * parameters, bytes) and the model size against FP32, with nb_log; for an
+ * FP32 model, nb_model_summary. */
+void nb_quant_summary(const nb_model *m);
+
+/* --------------------------------------------------------- batchnorm folding */
+
+/* ALGORITHMS.md §3: every conv with a linked batchnorm gets w' = w γ/√(σ²+ε)
+ * and the batchnorm becomes an exact bias add (γ = 1, μ = 0, σ² = 1, ε =
+ * 0, β' = β + (b - μ)γ/√(σ²+ε), the conv's own bias moved into it), so the
+ * evaluation output is unchanged and a checkpoint keeps the usual tensors.
+ * Evaluation only: a folded model must not train. */
+void nb_quant_fold_bn(nb_model *m);
+/* Mark the batchnorms of a model whose weights were folded before (ε = 0),
+ * as loading a PTQ checkpoint needs. */
+void nb_quant_mark_folded(nb_model *m);
+
 #endif /* NB_QUANT_H */

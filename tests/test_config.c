@@ -142,8 +142,8 @@ START_TEST(test_load_file) {
     ck_assert_str_eq(c.name, "mini");
     ck_assert_str_eq(c.output.dir, "runs/mini");
     ck_assert_str_eq(c.source, p);
-    /* explicit name, dir and steps_every win; null and {} quant are fine */
-    parse_ok("{" MIN_DATA ", " MIN_MODEL ", \"name\": \"exp\", \"quant\": null, \"output\": {\"steps_every\": 7},"
+    /* explicit name, dir and steps_every win; {} quant is fine */
+    parse_ok("{" MIN_DATA ", " MIN_MODEL ", \"name\": \"exp\", \"quant\": {}, \"output\": {\"steps_every\": 7},"
              "\"train\": {\"epochs\": 2, \"log_every\": 3, \"optimizer\": {\"lr\": 0.1}}}",
              NULL, 0, &c);
     ck_assert_str_eq(c.name, "exp");
@@ -280,10 +280,62 @@ START_TEST(test_bad_arrays) {
 }
 END_TEST
 
-START_TEST(test_quant_reserved) {
-    parse_err("{\"quant\": {\"bits\": 4}}", NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant: quantization settings are not supported yet (key \"bits\")");
-    parse_err("{\"quant\": 4}", NULL, 0, NB_STATUS_BAD_INPUT, "t.json: quant: expected an object, got 4");
+/* MIN_JSON with a quant section. */
+#define WITH_QUANT(q) "{" MIN_DATA ", " MIN_MODEL ", \"train\": {\"epochs\": 2, \"optimizer\": {\"lr\": 0.1}}, \"quant\": " q "}"
+
+START_TEST(test_quant_keys) {
+    nb_config c;
+    parse_ok(MIN_JSON, NULL, 0, &c);
+    ck_assert(!nb_quant_enabled(&c.quant)); /* no quant section: FP32 */
+    ck_assert_str_eq(c.quant.weights.granularity, "channel");
+    ck_assert_int_eq(c.quant.first_bits, 8);
+    parse_ok(WITH_QUANT("{\"weights\": {\"method\": \"uniform\", \"bits\": 4, \"granularity\": \"group\", "
+                        "\"group_size\": 32}, \"activations\": {\"method\": \"uniform\", \"bits\": 4, "
+                        "\"observer\": \"kl\"}, \"layers\": {\"layer3.*.conv2\": {\"weight_bits\": 2}, \"fc\": "
+                        "{\"act_method\": \"none\"}}}"),
+             NULL, 0, &c);
+    ck_assert(nb_quant_enabled(&c.quant));
+    ck_assert_int_eq(c.quant.n_rules, 2);
+    ck_assert_str_eq(c.quant.rules[0].pattern, "layer3.*.conv2");
+    ck_assert_int_eq(c.quant.rules[0].weight_bits, 2);
+    ck_assert_str_eq(c.quant.rules[1].act_method, "none");
+    ck_assert_str_eq(c.quant.activations.observer, "kl");
+    /* the rules survive the effective config's round trip */
+    char *json = nb_config_to_json(&c);
+    nb_config back;
+    parse_ok(json, NULL, 0, &back);
+    nb_free(json);
+    ck_assert_int_eq(back.quant.n_rules, 2);
+    ck_assert(memcmp(&back.quant, &c.quant, sizeof c.quant) == 0);
+
+    parse_err(WITH_QUANT("{\"bits\": 4}"), NULL, 0, NB_STATUS_BAD_INPUT, "t.json: quant.bits: unknown key");
+    parse_err(WITH_QUANT("4"), NULL, 0, NB_STATUS_BAD_INPUT, "t.json: quant: expected an object, got 4");
+    parse_err(WITH_QUANT("{\"weights\": {\"bits\": 9}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.weights.bits: expected an integer in [2, 8], got 9");
+    parse_err(WITH_QUANT("{\"weights\": {\"method\": \"unifrom\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.weights.method: expected one of \"none\", \"uniform\", \"binary\", \"ternary\", got "
+              "\"unifrom\" (did you mean \"uniform\"?)");
+    parse_err(WITH_QUANT("{\"activations\": {\"method\": \"binary\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.activations.method: expected one of \"none\", \"uniform\", got \"binary\"");
+    parse_err(WITH_QUANT("{\"weights\": {\"observr\": \"mse\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.weights.observr: unknown key (did you mean \"observer\"?)");
+    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_bit\": 2}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.layers.\"fc\".weight_bit: unknown key (did you mean \"weight_bits\"?)");
+    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_bits\": 1}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.layers.\"fc\".weight_bits: expected an integer in [2, 8], got 1");
+    parse_err(WITH_QUANT("{\"layers\": {\"fc\": 2}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.layers.\"fc\": expected an object with weight_bits, act_bits, weight_method, "
+              "act_method, weight_granularity or group_size, got 2");
+    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_method\": \"lsq\"}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.layers.\"fc\".weight_method: expected one of \"none\", \"uniform\", \"binary\", "
+              "\"ternary\", got \"lsq\"");
+    parse_err(WITH_QUANT("{\"first_layer_bits\": 1}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.first_layer_bits: expected 0 (as the rest) or 2..8, got 1");
+    parse_err(WITH_QUANT("{\"calibration\": {\"batches\": 0}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.calibration.batches: expected an integer >= 1, got 0");
+    const char *sets[] = {"quant.weights.bits=3"};
+    parse_ok(MIN_JSON, sets, 1, &c);
+    ck_assert_int_eq(c.quant.weights.bits, 3);
 }
 END_TEST
 
@@ -429,8 +481,7 @@ START_TEST(test_set_errors) {
     parse_err(MIN_JSON, under, 1, NB_STATUS_BAD_INPUT,
               "--set train.epochs.x=1: train.epochs: expected an integer >= 1, got {\"x\":1}");
     const char *quant[] = {"quant.bits=4"};
-    parse_err(MIN_JSON, quant, 1, NB_STATUS_BAD_INPUT,
-              "--set quant.bits=4: quant: quantization settings are not supported yet (key \"bits\")");
+    parse_err(MIN_JSON, quant, 1, NB_STATUS_BAD_INPUT, "--set quant.bits=4: quant.bits: unknown key");
 }
 END_TEST
 
@@ -538,7 +589,7 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_unknown_key);
     tcase_add_test(tc, test_bad_enum);
     tcase_add_test(tc, test_bad_arrays);
-    tcase_add_test(tc, test_quant_reserved);
+    tcase_add_test(tc, test_quant_keys);
     tcase_add_loop_test(tc, test_required_missing, 0, 4);
     tcase_add_test(tc, test_cross_checks);
     tcase_add_test(tc, test_extends_merge);

@@ -1,0 +1,538 @@
+/* The quantization pass: a policy (defaults, first/last layer bits,
+ * per-layer rules by name or glob) resolved for every conv/linear module,
+ * quantizers installed in the modules' weight and input hooks, and their
+ * state (scales, zero points, ranges, ready flags) in the model's quant ext
+ * so checkpoints save it under /quant/. */
+#include <fnmatch.h>
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+    nb_model_ext ext;
+    nb_quant_policy policy;
+    nb_quantizer *q;
+    int n;
+    nb_model *m;
+    nb_status calib_st;          /* first observer failure while calibrating */
+    char calib_msg[512];
+} qstate;
+
+static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary"};
+static const char *const gran_names[NB_QG_COUNT] = {"tensor", "channel", "group"};
+
+const char *nb_qmethod_name(nb_qmethod m) { return (unsigned)m < NB_QM_COUNT ? method_names[m] : NULL; }
+const char *nb_qgran_name(nb_qgran g) { return (unsigned)g < NB_QG_COUNT ? gran_names[g] : NULL; }
+
+static int index_of(const char *const *names, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], s)) return i;
+    return -1;
+}
+
+void nb_quant_policy_default(nb_quant_policy *p) {
+    memset(p, 0, sizeof *p);
+    nb_qside w = {.bits = 8, .group_size = 64, .symmetric = 1, .recompute = 1};
+    strcpy(w.method, "none");
+    strcpy(w.granularity, "channel");
+    strcpy(w.observer, "minmax");
+    nb_qside a = w;
+    strcpy(a.granularity, "tensor");
+    a.recompute = 0;
+    p->weights = w;
+    p->activations = a;
+    p->first_bits = p->last_bits = 8;
+    p->calib_batches = 32;
+    p->calib_batch_size = 128;
+    p->percentile = 99.99f;
+    p->ema_momentum = 0.9f;
+    p->mse_grid = 100;
+    p->kl_bins = 2048;
+}
+
+int nb_quant_enabled(const nb_quant_policy *p) {
+    return strcmp(p->weights.method, "none") != 0 || strcmp(p->activations.method, "none") != 0;
+}
+
+/* ------------------------------------------------------------ resolution */
+
+typedef struct {
+    nb_qmethod method;
+    int bits;
+    nb_qgran gran;
+    int group_size;
+    int symmetric, narrow, recompute;
+    nb_observer_kind obs;
+} side_cfg;
+
+static nb_status side_from_policy(const nb_qside *s, const char *where, side_cfg *out) {
+    int m = index_of(method_names, NB_QM_COUNT, s->method);
+    int g = s->granularity[0] ? index_of(gran_names, NB_QG_COUNT, s->granularity) : NB_QG_TENSOR;
+    int o = nb_observer_from_name(s->observer);
+    if (m < 0) return nb_set_error(NB_STATUS_BAD_INPUT, "%s.method: unknown method \"%s\"", where, s->method);
+    if (g < 0)
+        return nb_set_error(NB_STATUS_BAD_INPUT, "%s.granularity: unknown granularity \"%s\"", where, s->granularity);
+    if (o < 0) return nb_set_error(NB_STATUS_BAD_INPUT, "%s.observer: unknown observer \"%s\"", where, s->observer);
+    *out = (side_cfg){(nb_qmethod)m, s->bits, (nb_qgran)g, s->group_size, s->symmetric, s->narrow,
+                      s->recompute, (nb_observer_kind)o};
+    return NB_OK;
+}
+
+/* Rules whose pattern is a layer name or matches one by glob. */
+static int rule_matches(const nb_qrule *r, const char *name) {
+    return !strcmp(r->pattern, name) || fnmatch(r->pattern, name, 0) == 0;
+}
+
+static nb_status check_side(const side_cfg *c, const char *layer, const char *side) {
+    if (c->method == NB_QM_UNIFORM && (c->bits < 2 || c->bits > 8))
+        return nb_set_error(NB_STATUS_BAD_INPUT,
+                            "quant: %s %s: uniform quantization needs 2..8 bits, got %d (1 bit: method "
+                            "\"binary\")", layer, side, c->bits);
+    if ((c->method == NB_QM_BINARY || c->method == NB_QM_TERNARY) && strcmp(side, "input") == 0)
+        return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s input: method \"%s\" is for weights only", layer,
+                            method_names[c->method]);
+    if (c->gran == NB_QG_GROUP && c->group_size < 1)
+        return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s %s: group_size must be >= 1", layer, side);
+    return NB_OK;
+}
+
+/* The settings of module mod: defaults, then first/last bits, then rules in
+ * order. matched[i] is set for each rule that applies. */
+static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cfg *w, side_cfg *a,
+                         int *matched) {
+    nb_status st = side_from_policy(&p->weights, "quant.weights", w);
+    if (st == NB_OK) st = side_from_policy(&p->activations, "quant.activations", a);
+    if (st != NB_OK) return st;
+    const int fixed = mod->role == NB_ROLE_FIRST ? p->first_bits : mod->role == NB_ROLE_LAST ? p->last_bits : 0;
+    if (fixed > 0) {
+        /* LSQ practice: the first and last layers stay at 8 bits, uniform. */
+        if (w->method != NB_QM_NONE) {
+            w->method = NB_QM_UNIFORM;
+            w->bits = fixed;
+        }
+        if (a->method != NB_QM_NONE) a->bits = fixed;
+    }
+    for (int i = 0; i < p->n_rules; i++) {
+        const nb_qrule *r = &p->rules[i];
+        if (!rule_matches(r, mod->name)) continue;
+        matched[i] = 1;
+        if (r->weight_method[0]) {
+            int m = index_of(method_names, NB_QM_COUNT, r->weight_method);
+            if (m < 0)
+                return nb_set_error(NB_STATUS_BAD_INPUT, "quant.layers.\"%s\".weight_method: unknown method \"%s\"",
+                                    r->pattern, r->weight_method);
+            w->method = (nb_qmethod)m;
+        }
+        if (r->act_method[0]) {
+            int m = index_of(method_names, NB_QM_COUNT, r->act_method);
+            if (m < 0)
+                return nb_set_error(NB_STATUS_BAD_INPUT, "quant.layers.\"%s\".act_method: unknown method \"%s\"",
+                                    r->pattern, r->act_method);
+            a->method = (nb_qmethod)m;
+        }
+        if (r->weight_granularity[0]) {
+            int g = index_of(gran_names, NB_QG_COUNT, r->weight_granularity);
+            if (g < 0)
+                return nb_set_error(NB_STATUS_BAD_INPUT,
+                                    "quant.layers.\"%s\".weight_granularity: unknown granularity \"%s\"", r->pattern,
+                                    r->weight_granularity);
+            w->gran = (nb_qgran)g;
+        }
+        if (r->weight_bits) w->bits = r->weight_bits;
+        if (r->act_bits) a->bits = r->act_bits;
+        if (r->group_size) w->group_size = r->group_size;
+    }
+    if ((st = check_side(w, mod->name, "weight")) != NB_OK) return st;
+    return check_side(a, mod->name, "input");
+}
+
+/* ------------------------------------------------------------------ hooks */
+
+/* Weight scales from the current weights, segment by segment. */
+static void weight_params(nb_quantizer *q, const float *w) {
+    const nb_fq_layout *L = &q->L;
+    const size_t ng = (L->K + L->G - 1) / L->G;
+    for (size_t r = 0; r < (size_t)L->rows; r++)
+        for (size_t g = 0; g < ng; g++) {
+            const size_t off = r * L->K + g * L->G, len = g + 1 < ng ? L->G : L->K - g * L->G;
+            const size_t si = r * ng + g;
+            float lo, hi;
+            nb_status st = nb_observe_range(&q->obs, &q->spec, w + off, len, &lo, &hi);
+            if (st != NB_OK) {
+                /* Non-finite weights: keep them non-finite in the output so
+                 * the NaN guard sees them, rather than inventing a scale. */
+                q->scale[si] = NAN;
+                q->zero_point[si] = 0.0f;
+                continue;
+            }
+            int32_t z;
+            nb_qparams_from_range(&q->spec, lo, hi, &q->scale[si], &z);
+            q->zero_point[si] = (float)z;
+        }
+}
+
+static nb_tensor *weight_hook(void *state, nb_tape *t, nb_tensor *w, nb_pass pass) {
+    nb_quantizer *q = state;
+    if (pass == NB_PASS_PROBE || pass == NB_PASS_CALIBRATE || q->method == NB_QM_NONE) return w;
+    if (q->method == NB_QM_BINARY || q->method == NB_QM_TERNARY) {
+        q->ready[0] = 1.0f;
+        return nb_binary_ternary(t, w, q->L.rows, q->method == NB_QM_TERNARY, q->scale);
+    }
+    if (q->recompute || q->ready[0] == 0.0f) {
+        weight_params(q, w->data);
+        q->ready[0] = 1.0f;
+    }
+    return nb_fake_quant(t, w, &q->L, q->scale, q->zero_point, q->qmin, q->qmax);
+}
+
+static nb_tensor *input_hook(void *state, nb_tape *t, nb_tensor *x, nb_pass pass) {
+    nb_quantizer *q = state;
+    if (pass == NB_PASS_PROBE || q->method == NB_QM_NONE) return x;
+    if (pass == NB_PASS_CALIBRATE) {
+        qstate *qs = (qstate *)q->mod->owner->quant->owner;
+        if (qs->calib_st != NB_OK) return x;
+        if (!q->observer && !(q->observer = nb_observer_new(&q->obs))) {
+            qs->calib_st = NB_STATUS_OOM;
+            snprintf(qs->calib_msg, sizeof qs->calib_msg, "%s: %s", q->name, nb_last_error());
+            return x;
+        }
+        nb_status st = nb_observer_update(q->observer, x->data, x->numel);
+        if (st != NB_OK) {
+            qs->calib_st = st;
+            snprintf(qs->calib_msg, sizeof qs->calib_msg, "%s: %s", q->name, nb_last_error());
+        }
+        return x;
+    }
+    NB_ASSERT(q->ready[0] != 0.0f, "quantizer %s used before calibration (run a calibration pass first)", q->name);
+    const nb_fq_layout L = {1, x->numel, x->numel};
+    return nb_fake_quant(t, x, &L, q->scale, q->zero_point, q->qmin, q->qmax);
+}
+
+/* ------------------------------------------------------------------ attach */
+
+static void qstate_free(void *owner) {
+    qstate *qs = owner;
+    if (!qs) return;
+    for (int i = 0; i < qs->n; i++) nb_observer_free(qs->q[i].observer);
+    for (int i = 0; i < qs->ext.n_entries; i++) nb_free(qs->ext.entries[i].t);
+    nb_free(qs->ext.entries);
+    nb_free(qs->ext.buffer_data);
+    nb_free(qs->ext.param_data);
+    nb_free(qs->ext.param_grad);
+    nb_free(qs->q);
+    if (qs->m) {
+        for (int i = 0; i < qs->m->n_modules; i++) {
+            nb_module *mod = qs->m->modules[i];
+            mod->weight_hook = mod->input_hook = (nb_hook){0};
+        }
+        qs->m->quant = NULL;
+    }
+    nb_free(qs);
+}
+
+static nb_status after_load(void *owner) {
+    qstate *qs = owner;
+    for (int i = 0; i < qs->n; i++) {
+        const nb_quantizer *q = &qs->q[i];
+        if ((int)q->qrange[0] != q->qmin || (int)q->qrange[1] != q->qmax)
+            return nb_set_error(NB_STATUS_BAD_INPUT,
+                                "/quant/%s/qrange is [%g, %g] but the config's policy gives [%d, %d] (bits "
+                                "%d): the checkpoint and its config disagree",
+                                q->name, (double)q->qrange[0], (double)q->qrange[1], q->qmin, q->qmax,
+                                q->spec.bits);
+        for (int k = 0; k < q->n_scales && q->ready[0] != 0.0f; k++)
+            if (!(q->scale[k] > 0.0f) || !isfinite(q->scale[k]) || q->zero_point[k] != nb_fq_round(q->zero_point[k]) ||
+                q->zero_point[k] < (float)q->qmin || q->zero_point[k] > (float)q->qmax)
+                return nb_set_error(NB_STATUS_BAD_INPUT,
+                                    "/quant/%s: scale[%d] = %g / zero_point[%d] = %g is not a valid grid (scale "
+                                    "> 0 and finite, integer zero point in [%d, %d])",
+                                    q->name, k, (double)q->scale[k], k, (double)q->zero_point[k], q->qmin, q->qmax);
+    }
+    return NB_OK;
+}
+
+/* Registers entry "<qname>/<leaf>" of n floats (ndim 1, or 0 for n = 1 when
+ * scalar) in the ext's list; data assigned later. */
+static nb_entry *add_entry(qstate *qs, const char *qname, const char *leaf, int n, int scalar) {
+    nb_entry *e = &qs->ext.entries[qs->ext.n_entries++];
+    memset(e, 0, sizeof *e);
+    const int len = snprintf(e->name, sizeof e->name, "%s/%s", qname, leaf);
+    if (len < 0 || (size_t)len >= sizeof e->name) {
+        nb_set_error(NB_STATUS_BAD_INPUT, "quant: state name %s/%s is too long", qname, leaf);
+        return NULL;
+    }
+    e->t = nb_calloc(1, sizeof(nb_tensor));
+    if (!e->t) return NULL;
+    if (scalar)
+        nb_tensor_wrap(e->t, NULL, 0, NULL);
+    else
+        nb_tensor_wrap(e->t, NULL, 1, (int[]){n});
+    e->t->name = e->name;
+    e->kind = NB_ENTRY_BUFFER;
+    return e;
+}
+
+static void setup_quantizer(nb_quantizer *q, nb_module *mod, int is_weight, const side_cfg *c,
+                            const nb_quant_policy *p) {
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s.%s", mod->name, is_weight ? "weight" : "input");
+    q->mod = mod;
+    q->is_weight = is_weight;
+    q->method = c->method;
+    q->gran = is_weight ? c->gran : NB_QG_TENSOR;
+    q->group_size = c->group_size;
+    q->recompute = c->recompute;
+    q->spec = (nb_qspec){.bits = c->method == NB_QM_BINARY ? 1 : c->method == NB_QM_TERNARY ? 2 : c->bits,
+                         .is_signed = is_weight ? 1 : !mod->input_nonneg,
+                         .symmetric = c->symmetric,
+                         .narrow = c->narrow};
+    if (c->method == NB_QM_BINARY || c->method == NB_QM_TERNARY) {
+        q->qmin = -1;
+        q->qmax = 1;
+    } else {
+        nb_qspec_range(&q->spec, &q->qmin, &q->qmax);
+    }
+    q->obs = nb_observer_opts_default(c->obs);
+    q->obs.momentum = p->ema_momentum;
+    q->obs.percentile = p->percentile;
+    q->obs.grid = p->mse_grid;
+    q->obs.bins = p->kl_bins;
+    if (is_weight) {
+        const nb_tensor *w = nb_module_weight(mod);
+        const int rows = q->gran == NB_QG_TENSOR ? 1 : w->shape[0];
+        const size_t K = w->numel / (size_t)rows;
+        size_t G = K;
+        if (q->gran == NB_QG_GROUP) G = (size_t)q->group_size < K ? (size_t)q->group_size : K;
+        q->L = (nb_fq_layout){rows, K, G};
+        q->n_scales = (int)nb_fq_layout_scales(&q->L);
+    } else {
+        q->n_scales = 1;
+    }
+}
+
+nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
+    if (m->quant) return nb_set_error(NB_STATUS_BAD_INPUT, "model %s is already quantized", m->arch);
+    int *matched = nb_calloc((size_t)p->n_rules + 1, sizeof(int));
+    side_cfg *cw = nb_calloc((size_t)m->n_modules + 1, sizeof *cw), *ca = nb_calloc((size_t)m->n_modules + 1, sizeof *ca);
+    qstate *qs = nb_calloc(1, sizeof *qs);
+    nb_status st = matched && cw && ca && qs ? NB_OK : NB_STATUS_OOM;
+    int nq = 0;
+    for (int i = 0; st == NB_OK && i < m->n_modules; i++) {
+        const nb_module *mod = m->modules[i];
+        if (mod->type == NB_MOD_BATCHNORM2D) continue;
+        st = resolve(p, mod, &cw[i], &ca[i], matched);
+        nq += 2;
+    }
+    for (int r = 0; st == NB_OK && r < p->n_rules; r++)
+        if (!matched[r])
+            st = nb_set_error(NB_STATUS_BAD_INPUT, "quant.layers.\"%s\": matches no layer of %s (layers are named like "
+                              "\"layer1.0.conv1\", \"fc\"; nibble inspect lists them)",
+                              p->rules[r].pattern, m->arch);
+    if (st == NB_OK) {
+        qs->q = nb_calloc((size_t)nq + 1, sizeof *qs->q);
+        qs->ext.entries = nb_calloc((size_t)nq * 4 + 1, sizeof(nb_entry));
+        if (!qs->q || !qs->ext.entries) st = NB_STATUS_OOM;
+    }
+    if (st != NB_OK) goto fail;
+    qs->policy = *p;
+    qs->m = m;
+    qs->ext.owner = qs;
+    qs->ext.free = qstate_free;
+    qs->ext.after_load = after_load;
+    size_t nbuf = 0;
+    for (int i = 0; i < m->n_modules; i++) {
+        nb_module *mod = m->modules[i];
+        if (mod->type == NB_MOD_BATCHNORM2D) continue;
+        for (int w = 1; w >= 0; w--) {
+            nb_quantizer *q = &qs->q[qs->n++];
+            setup_quantizer(q, mod, w, w ? &cw[i] : &ca[i], p);
+            nb_entry *e[4] = {add_entry(qs, q->name, "scale", q->n_scales, 0),
+                              add_entry(qs, q->name, "zero_point", q->n_scales, 0),
+                              add_entry(qs, q->name, "qrange", 2, 0), add_entry(qs, q->name, "ready", 1, 1)};
+            for (int k = 0; k < 4; k++) {
+                if (!e[k]) {
+                    st = NB_STATUS_BAD_INPUT; /* or OOM: the message says which */
+                    goto fail;
+                }
+                nbuf += e[k]->t->numel;
+            }
+        }
+    }
+    if (!(qs->ext.buffer_data = nb_calloc(nbuf + 1, sizeof(float)))) {
+        st = NB_STATUS_OOM;
+        goto fail;
+    }
+    qs->ext.n_buffer_floats = nbuf;
+    size_t off = 0;
+    for (int i = 0; i < qs->ext.n_entries; i++) {
+        qs->ext.entries[i].t->data = qs->ext.buffer_data + off;
+        off += qs->ext.entries[i].t->numel;
+    }
+    for (int i = 0; i < qs->n; i++) {
+        nb_quantizer *q = &qs->q[i];
+        nb_entry *e = &qs->ext.entries[4 * i];
+        q->scale = e[0].t->data;
+        q->zero_point = e[1].t->data;
+        q->qrange = e[2].t->data;
+        q->ready = e[3].t->data;
+        for (int k = 0; k < q->n_scales; k++) q->scale[k] = 1.0f;
+        q->qrange[0] = (float)q->qmin;
+        q->qrange[1] = (float)q->qmax;
+        nb_hook h = {q->is_weight ? weight_hook : input_hook, q};
+        if (q->is_weight)
+            q->mod->weight_hook = h;
+        else
+            q->mod->input_hook = h;
+    }
+    m->quant = &qs->ext;
+    nb_free(matched);
+    nb_free(cw);
+    nb_free(ca);
+    return NB_OK;
+fail:
+    nb_free(matched);
+    nb_free(cw);
+    nb_free(ca);
+    if (qs) {
+        qs->m = NULL; /* no hooks were installed */
+        qstate_free(qs);
+    }
+    return st;
+}
+
+static qstate *state_of(const nb_model *m) { return m->quant ? (qstate *)m->quant->owner : NULL; }
+
+nb_quantizer *nb_quant_list(nb_model *m, int *n) {
+    qstate *qs = state_of(m);
+    *n = qs ? qs->n : 0;
+    return qs ? qs->q : NULL;
+}
+
+const nb_quant_policy *nb_quant_policy_of(const nb_model *m) {
+    qstate *qs = state_of(m);
+    return qs ? &qs->policy : NULL;
+}
+
+nb_status nb_quant_calibrate_finish(nb_model *m) {
+    qstate *qs = state_of(m);
+    if (!qs) return NB_OK;
+    if (qs->calib_st != NB_OK) return nb_set_error(qs->calib_st, "calibration: %s", qs->calib_msg);
+    for (int i = 0; i < qs->n; i++) {
+        nb_quantizer *q = &qs->q[i];
+        if (q->method == NB_QM_NONE) continue;
+        if (q->is_weight) {
+            if (q->method == NB_QM_UNIFORM) weight_params(q, nb_module_weight(q->mod)->data);
+            if (q->method == NB_QM_UNIFORM && !isfinite(q->scale[0]))
+                return nb_set_error(NB_STATUS_NUMERIC, "calibration: %s: the weights are not finite", q->name);
+            if (q->method != NB_QM_UNIFORM) {
+                nb_tensor *w = nb_module_weight(q->mod);
+                float *tmp = nb_malloc(w->numel * sizeof(float));
+                if (!tmp) return NB_STATUS_OOM;
+                nb_binary_ternary_forward(w->data, tmp, q->L.rows, w->numel / (size_t)q->L.rows,
+                                          q->method == NB_QM_TERNARY, q->scale);
+                nb_free(tmp);
+            }
+            q->ready[0] = 1.0f;
+            continue;
+        }
+        if (!q->observer)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "calibration: %s saw no data (no forward pass in calibration mode)",
+                                q->name);
+        float lo, hi;
+        nb_status st = nb_observer_range(q->observer, &q->spec, &lo, &hi);
+        if (st != NB_OK) return nb_set_error(st, "calibration: %s: %s", q->name, nb_last_error());
+        int32_t z;
+        nb_qparams_from_range(&q->spec, lo, hi, &q->scale[0], &z);
+        q->zero_point[0] = (float)z;
+        q->ready[0] = 1.0f;
+        nb_observer_free(q->observer);
+        q->observer = NULL;
+    }
+    return NB_OK;
+}
+
+int nb_quant_ready(const nb_model *m) {
+    qstate *qs = state_of(m);
+    if (!qs) return 1;
+    for (int i = 0; i < qs->n; i++)
+        if (qs->q[i].method != NB_QM_NONE && !qs->q[i].is_weight && qs->q[i].ready[0] == 0.0f) return 0;
+    return 1;
+}
+
+/* ----------------------------------------------------------------- summary */
+
+/* Bits a weight of quantizer q takes in storage (32 when not quantized). */
+static int stored_bits(const nb_quantizer *q) {
+    if (!q || q->method == NB_QM_NONE) return 32;
+    return q->spec.bits;
+}
+
+static const nb_quantizer *find_q(const qstate *qs, const nb_module *mod, int is_weight) {
+    for (int i = 0; qs && i < qs->n; i++)
+        if (qs->q[i].mod == mod && qs->q[i].is_weight == is_weight) return &qs->q[i];
+    return NULL;
+}
+
+double nb_quant_model_bytes(const nb_model *m, double *fp32) {
+    const qstate *qs = state_of(m);
+    double quantized = 0.0;
+    size_t quantized_numel = 0;
+    for (int i = 0; i < m->n_modules; i++) {
+        nb_module *mod = m->modules[i];
+        if (mod->type == NB_MOD_BATCHNORM2D) continue;
+        const nb_quantizer *q = find_q(qs, mod, 1);
+        if (!q || q->method == NB_QM_NONE) continue;
+        const size_t n = nb_module_weight_numel(mod);
+        /* codes at their width, a float scale each (and a zero point when asymmetric) */
+        quantized += (double)n * stored_bits(q) / 8.0 + 4.0 * q->n_scales * (q->spec.symmetric ? 1 : 2);
+        quantized_numel += n;
+    }
+    const double all_fp = 4.0 * (double)m->n_param_floats;
+    if (fp32) *fp32 = all_fp;
+    /* everything else (unquantized weights, biases, batchnorm) at FP32 */
+    return quantized + all_fp - 4.0 * (double)quantized_numel;
+}
+
+static void describe(const nb_quantizer *q, char *buf, size_t n) {
+    if (!q || q->method == NB_QM_NONE) {
+        snprintf(buf, n, "fp32");
+        return;
+    }
+    if (q->method != NB_QM_UNIFORM) {
+        snprintf(buf, n, "%s/%s", nb_qmethod_name(q->method), nb_qgran_name(q->gran));
+        return;
+    }
+    if (q->gran == NB_QG_GROUP)
+        snprintf(buf, n, "%d %s %s g%d", q->spec.bits, q->spec.symmetric ? "sym" : "asym", "group", q->group_size);
+    else
+        snprintf(buf, n, "%d %s %s", q->spec.bits, q->spec.symmetric ? "sym" : "asym", nb_qgran_name(q->gran));
+}
+
+void nb_quant_summary(const nb_model *m) {
+    const qstate *qs = state_of(m);
+    if (!qs) {
+        nb_model_summary(m);
+        return;
+    }
+    nb_log(NB_LOG_INFO, "%-26s %-22s %-14s %10s %12s", "layer", "weights", "input", "params", "bytes");
+    for (int i = 0; i < m->n_modules; i++) {
+        nb_module *mod = m->modules[i];
+        if (mod->type == NB_MOD_BATCHNORM2D) continue;
+        const nb_quantizer *qw = find_q(qs, mod, 1), *qa = find_q(qs, mod, 0);
+        char w[48], a[48];
+        describe(qw, w, sizeof w);
+        if (!qa || qa->method == NB_QM_NONE)
+            snprintf(a, sizeof a, "fp32");
+        else
+            snprintf(a, sizeof a, "%d %s %s", qa->spec.bits, qa->spec.symmetric ? "sym" : "asym",
+                     qa->spec.symmetric ? (qa->spec.is_signed ? "signed" : "unsigned") : "zp");
+        const size_t n = nb_module_weight_numel(mod);
+        const double bytes = (double)n * stored_bits(qw) / 8.0;
+        nb_log(NB_LOG_INFO, "%-26s %-22s %-14s %10zu %12.0f", mod->name, w, a, n, bytes);
+    }
+    double fp32 = 0.0;
+    const double q = nb_quant_model_bytes(m, &fp32);
+    nb_log(NB_LOG_INFO, "%s: %zu parameters, %.0f bytes quantized (weights at their bits, scales and the rest at "
+           "32 bits) against %.0f bytes FP32: %.2fx smaller", m->arch, m->n_param_floats, q, fp32, fp32 / q);
+}

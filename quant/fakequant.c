@@ -1,0 +1,217 @@
+/* Fake quantization on the tape: uniform quantize-dequantize with the
+ * straight-through estimator (ALGORITHMS.md §1), and binary / ternary
+ * weights (§6).
+ *
+ * Layout: x is viewed as (rows, K); element (r, k) uses scale index
+ * r * ng + k / G with ng = ceil(K / G). Per-tensor is rows = 1, G = K;
+ * per-channel (weights, axis 0) is rows = OC, G = K; per-group is G
+ * consecutive elements of a row (the last group of a row may be shorter).
+ *
+ * Rounding is rint (ties to even) done as (v + 1.5·2^23) - 1.5·2^23 on a
+ * value first clamped to ±2^22, which is exact in round-to-nearest mode and
+ * vectorises (rintf is a libm call at the baseline ISA). NaN stays NaN:
+ * the clamps are comparisons, which NaN fails. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define RND_MAGIC 12582912.0f /* 1.5 * 2^23 */
+#define RND_LIMIT 4194304.0f  /* 2^22 */
+
+/* rint(v) for any float v (NaN stays NaN; |v| > 2^22 saturates to ±2^22,
+ * beyond every grid). */
+static inline float rnd(float v) {
+    v = v < -RND_LIMIT ? -RND_LIMIT : v;
+    v = v > RND_LIMIT ? RND_LIMIT : v;
+    return (v + RND_MAGIC) - RND_MAGIC;
+}
+
+float nb_fq_round(float v) { return rnd(v); }
+
+/* One segment: y = s (clamp(rint(x / s) + z, qmin, qmax) - z). */
+static void fq_segment(const float *x, float *y, size_t n, float s, float z, float qmin, float qmax) {
+    for (size_t i = 0; i < n; i++) {
+        float q = rnd(x[i] / s) + z;
+        q = q < qmin ? qmin : q;
+        q = q > qmax ? qmax : q;
+        y[i] = s * (q - z);
+    }
+}
+
+/* dx += dy where qmin <= rint(x / s) + z <= qmax: the clip test on the
+ * rounded value, as PyTorch's fake_quantize_* backward (it differs from a
+ * test on x / s only within half a step beyond each end). */
+static void ste_segment(const float *x, const float *dy, float *dx, size_t n, float s, float z, float qmin,
+                        float qmax, int fresh) {
+    if (fresh) {
+        for (size_t i = 0; i < n; i++) {
+            const float q = rnd(x[i] / s) + z;
+            dx[i] = q >= qmin && q <= qmax ? dy[i] : 0.0f;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const float q = rnd(x[i] / s) + z;
+            dx[i] += q >= qmin && q <= qmax ? dy[i] : 0.0f;
+        }
+    }
+}
+
+/* Calls fn on every segment of a layout. */
+#define FOR_SEGMENTS(L, body)                                                    \
+    do {                                                                         \
+        const size_t ng_ = ((L)->K + (L)->G - 1) / (L)->G;                       \
+        for (size_t r_ = 0; r_ < (size_t)(L)->rows; r_++)                        \
+            for (size_t g_ = 0; g_ < ng_; g_++) {                                \
+                const size_t off = r_ * (L)->K + g_ * (L)->G;                    \
+                const size_t len = g_ + 1 < ng_ ? (L)->G : (L)->K - g_ * (L)->G; \
+                const size_t si = r_ * ng_ + g_;                                 \
+                body;                                                            \
+            }                                                                    \
+    } while (0)
+
+size_t nb_fq_layout_scales(const nb_fq_layout *L) { return (size_t)L->rows * ((L->K + L->G - 1) / L->G); }
+
+void nb_fq_forward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
+                   const float *x, float *y) {
+    const float lo = (float)qmin, hi = (float)qmax;
+    if (L->rows == 1 && L->G == L->K && L->K >= 65536) {
+        /* One big activation tensor: split it over the threads. */
+        const long n = (long)L->K, chunk = 16384;
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads())
+        for (long c = 0; c < (n + chunk - 1) / chunk; c++) {
+            const long a = c * chunk, len = a + chunk < n ? chunk : n - a;
+            fq_segment(x + a, y + a, (size_t)len, scale[0], zero_point[0], lo, hi);
+        }
+        return;
+    }
+    FOR_SEGMENTS(L, fq_segment(x + off, y + off, len, scale[si], zero_point[si], lo, hi));
+}
+
+void nb_fq_backward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
+                    const float *x, const float *dy, float *dx, int fresh) {
+    const float lo = (float)qmin, hi = (float)qmax;
+    if (L->rows == 1 && L->G == L->K && L->K >= 65536) {
+        const long n = (long)L->K, chunk = 16384;
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads())
+        for (long c = 0; c < (n + chunk - 1) / chunk; c++) {
+            const long a = c * chunk, len = a + chunk < n ? chunk : n - a;
+            ste_segment(x + a, dy + a, dx + a, (size_t)len, scale[0], zero_point[0], lo, hi, fresh);
+        }
+        return;
+    }
+    FOR_SEGMENTS(L, ste_segment(x + off, dy + off, dx + off, len, scale[si], zero_point[si], lo, hi, fresh));
+}
+
+/* ------------------------------------------------------------ tape ops */
+
+typedef struct {
+    nb_fq_layout L;
+    const float *scale, *zero_point; /* (n scales); the quantizer's, stable for the step */
+    int qmin, qmax;
+} fq_saved;
+
+static nb_tensor *out_like(nb_tape *t, const nb_tensor *x) {
+    nb_tensor *y = nb_tape_tensor(t, x->ndim, x->shape);
+    NB_ASSERT(y, "fake quant: %s", nb_last_error());
+    return y;
+}
+
+nb_tensor *nb_fake_quant(nb_tape *t, nb_tensor *x, const nb_fq_layout *L, const float *scale,
+                         const float *zero_point, int qmin, int qmax) {
+    NB_ASSERT((size_t)L->rows * L->K == x->numel && L->G >= 1 && L->G <= L->K,
+              "fake quant: layout (%d, %zu, G %zu) does not cover %zu elements", L->rows, L->K, L->G, x->numel);
+    nb_tensor *y = out_like(t, x);
+    nb_fq_forward(L, scale, zero_point, qmin, qmax, x->data, y->data);
+    if (nb_tape_wants(t, x, NULL, NULL)) {
+        nb_node *n = nb_tape_record(t, &nb_quant_op_table[NB_QOP_FAKE_QUANT], y, x, NULL, NULL);
+        fq_saved *s = nb_tape_scratch(t, sizeof *s);
+        NB_ASSERT(n && s, "fake quant: %s", nb_last_error());
+        *s = (fq_saved){*L, scale, zero_point, qmin, qmax};
+        n->saved = s;
+    }
+    return y;
+}
+
+void nb_fake_quant_backward(nb_tape *t, nb_node *n) {
+    const fq_saved *s = n->saved;
+    nb_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    int fresh;
+    float *dx = nb_tape_grad_fresh(t, x, &fresh);
+    nb_fq_backward(&s->L, s->scale, s->zero_point, s->qmin, s->qmax, x->data, n->out->grad, dx, fresh);
+}
+
+/* Binary and ternary weights: w (rows, K) -> alpha[r] * t, t in {-1, 1} or
+ * {-1, 0, 1}. alpha (rows) is written for export. */
+typedef struct {
+    int rows;
+    size_t K;
+    int ternary;
+} bt_saved;
+
+void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int ternary, float *alpha) {
+    for (int r = 0; r < rows; r++) {
+        const float *wr = w + (size_t)r * K;
+        float *yr = y + (size_t)r * K;
+        double sum = 0.0;
+        for (size_t k = 0; k < K; k++) sum += fabs((double)wr[k]);
+        const double mean = sum / (double)K;
+        if (!ternary) {
+            /* XNOR-Net: alpha = mean |w|; sign(0) taken as +1 so there are two levels. */
+            const float a = (float)mean;
+            for (size_t k = 0; k < K; k++) yr[k] = wr[k] >= 0.0f ? a : -a;
+            alpha[r] = a;
+            continue;
+        }
+        /* TWN: threshold 0.7 mean |w|, alpha = mean |w| over |w| > threshold. */
+        const float delta = (float)(0.7 * mean);
+        double s = 0.0;
+        long cnt = 0;
+        for (size_t k = 0; k < K; k++)
+            if (fabsf(wr[k]) > delta) {
+                s += fabs((double)wr[k]);
+                cnt++;
+            }
+        const float a = cnt ? (float)(s / (double)cnt) : 0.0f;
+        for (size_t k = 0; k < K; k++) yr[k] = wr[k] > delta ? a : (wr[k] < -delta ? -a : 0.0f);
+        alpha[r] = a;
+    }
+}
+
+nb_tensor *nb_binary_ternary(nb_tape *t, nb_tensor *w, int rows, int ternary, float *alpha) {
+    NB_ASSERT(rows >= 1 && w->numel % (size_t)rows == 0, "binary/ternary: %zu weights in %d rows", w->numel, rows);
+    nb_tensor *y = out_like(t, w);
+    const size_t K = w->numel / (size_t)rows;
+    nb_binary_ternary_forward(w->data, y->data, rows, K, ternary, alpha);
+    if (nb_tape_wants(t, w, NULL, NULL)) {
+        nb_node *n = nb_tape_record(t, &nb_quant_op_table[NB_QOP_BINARY_TERNARY], y, w, NULL, NULL);
+        bt_saved *s = nb_tape_scratch(t, sizeof *s);
+        NB_ASSERT(n && s, "binary/ternary: %s", nb_last_error());
+        *s = (bt_saved){rows, K, ternary};
+        n->saved = s;
+    }
+    return y;
+}
+
+/* STE: binary passes the gradient where |w| <= 1 (XNOR-Net's clipped
+ * identity); ternary passes it everywhere (TWN). */
+void nb_binary_ternary_backward(nb_tape *t, nb_node *n) {
+    const bt_saved *s = n->saved;
+    nb_tensor *w = n->in[0];
+    if (!w->requires_grad) return;
+    float *dw = nb_tape_grad(t, w);
+    const float *dy = n->out->grad;
+    for (size_t i = 0; i < w->numel; i++)
+        if (s->ternary || fabsf(w->data[i]) <= 1.0f) dw[i] += dy[i];
+}
+
+const nb_op_def nb_quant_op_table[NB_QOP_COUNT] = {
+    [NB_QOP_FAKE_QUANT] = {"fake_quant", nb_fake_quant_backward},
+    [NB_QOP_BINARY_TERNARY] = {"binary_ternary", nb_binary_ternary_backward},
+};
+
+const nb_op_def *nb_quant_ops(int *n) {
+    *n = NB_QOP_COUNT;
+    return nb_quant_op_table;
+}
