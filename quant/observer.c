@@ -71,6 +71,12 @@
 #define OBS_LANES 4        /* sub-histograms that break the ++ dependency on a hot bin */
 #define OBS_R_MIN 0x1p-60  /* smallest histogram half-range */
 
+/* The per-element loops are compiled for AVX-512, AVX2 and the baseline;
+ * the loader picks one per CPU (GCC function multi-versioning). They are
+ * integer and IEEE float operations without contraction, so every path
+ * gives the same result. */
+#define OBS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
 /* ------------------------------------------------------------------ names */
 
 static const char *const kind_names[] = {
@@ -125,7 +131,7 @@ static void check_spec(const nb_qspec *spec) {
  * loop is integer min/max and vectorises: |x| bits compare as unsigned and
  * key = bits of |x|, bit-inverted for negatives, orders floats as int32.
  * Returns the index of the first non-finite value, or n. */
-static size_t scan(const float *x, size_t n, float *mn, float *mx, float *amax) {
+OBS_CLONES static size_t scan(const float *x, size_t n, float *mn, float *mx, float *amax) {
     uint32_t abits = 0;
     int32_t kmin = INT32_MAX, kmax = INT32_MIN;
     for (size_t i = 0; i < n; i++) {
@@ -259,7 +265,7 @@ static void mse_candidate(const nb_qspec *spec, int i, int grid, float mn, float
  * so that the 8-lane body vectorises. The error is formed in float, as the
  * fake-quant op forms it, and squared and summed in double (a float square
  * would overflow for |x| > 1.8e19). */
-static double sq_error(const float *x, size_t n, float s, int32_t z, int qmin, int qmax) {
+OBS_CLONES static double sq_error(const float *x, size_t n, float s, int32_t z, int qmin, int qmax) {
     const float fz = (float)z, lo = (float)(qmin - z), hi = (float)(qmax - z), shift = 0x1.8p23f;
     double acc[8] = {0};
     size_t i = 0;
@@ -519,31 +525,35 @@ static void hist_grow(nb_observer *ob, float amax) {
     ob->inv_w = (float)((double)nbin / ob->R);
 }
 
+#define HIST_BLOCK 256
+
+/* The bins of x[0..n) (n <= HIST_BLOCK): |x| * inv clamped to top, plus
+ * nbin for negatives (the layout of nb_observer.hist). */
+OBS_CLONES static void hist_index(const float *x, size_t n, float inv, uint32_t top, uint32_t nbin, uint32_t *idx) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = x[i];
+        uint32_t k = (uint32_t)(int32_t)(fabsf(v) * inv); /* <= nbin: fits int32 */
+        k = k < top ? k : top;
+        idx[i] = k + (v < 0.0f ? nbin : 0u);
+    }
+}
+
 /* Count x[0..n) into the histogram (R already covers them). Bin indices
  * are computed a block at a time (a loop that vectorises), then counted;
  * element i goes to lane i % OBS_LANES, so runs of one value (a ReLU's
  * zeros) do not serialise on one counter. Lanes are flushed into hist
  * before a uint32 could wrap. */
-#define HIST_BLOCK 256
-
 static void hist_add(nb_observer *ob, const float *x, size_t n) {
     const size_t nbin = ob->nbin, stride = 2 * nbin;
-    const uint32_t top = (uint32_t)nbin - 1;
-    const float inv = ob->inv_w;
     const size_t chunk = (size_t)1 << 30;
+    uint32_t idx[HIST_BLOCK];
     for (size_t c0 = 0; c0 < n; c0 += chunk) {
         const size_t m = n - c0 < chunk ? n - c0 : chunk;
         const float *xc = x + c0;
         memset(ob->lanes, 0, OBS_LANES * stride * sizeof *ob->lanes);
         for (size_t b0 = 0; b0 < m; b0 += HIST_BLOCK) {
             const size_t bm = m - b0 < HIST_BLOCK ? m - b0 : HIST_BLOCK;
-            uint32_t idx[HIST_BLOCK];
-            for (size_t i = 0; i < bm; i++) {
-                const float v = xc[b0 + i];
-                uint32_t k = (uint32_t)(int32_t)(fabsf(v) * inv); /* <= nbin: fits int32 */
-                k = k < top ? k : top;
-                idx[i] = k + (v < 0.0f ? (uint32_t)nbin : 0u);
-            }
+            hist_index(xc + b0, bm, ob->inv_w, (uint32_t)nbin - 1, (uint32_t)nbin, idx);
             size_t i = 0;
             for (; i + OBS_LANES <= bm; i += OBS_LANES)
                 for (int l = 0; l < OBS_LANES; l++) ob->lanes[l * stride + idx[i + l]]++;

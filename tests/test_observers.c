@@ -40,15 +40,25 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* numpy's default percentile: linear between the order statistics around
- * p/100 * (n - 1), in double on a sorted copy. */
-static double ref_percentile(const float *x, size_t n, int absolute, double p) {
+/* x (or |x|) sorted, in double. Owned by the caller (free). */
+static double *sorted_copy(const float *x, size_t n, int absolute) {
     double *s = malloc(n * sizeof *s);
     for (size_t i = 0; i < n; i++) s[i] = absolute ? fabs(x[i]) : x[i];
     qsort(s, n, sizeof *s, cmp_double);
+    return s;
+}
+
+/* numpy's default percentile of sorted s: linear between the order
+ * statistics around p/100 * (n - 1). */
+static double percentile_sorted(const double *s, size_t n, double p) {
     const double pos = p / 100.0 * (double)(n - 1);
     const size_t k = (size_t)floor(pos);
-    const double v = k + 1 < n ? s[k] + (pos - (double)k) * (s[k + 1] - s[k]) : s[n - 1];
+    return k + 1 < n ? s[k] + (pos - (double)k) * (s[k + 1] - s[k]) : s[n - 1];
+}
+
+static double ref_percentile(const float *x, size_t n, int absolute, double p) {
+    double *s = sorted_copy(x, n, absolute);
+    const double v = percentile_sorted(s, n, p);
     free(s);
     return v;
 }
@@ -576,7 +586,7 @@ START_TEST(test_histogram_growth_counts) {
         double abs_t, lo, hi;
     } cases[] = {
         {66.68f, 25.0, -25.0, 2.5},   /* ranks 2000.4 (|x|: 25; x: 2.5) and 999.6 (x: -25) */
-        {66.65f, 2.5, -0.25, -0.25},  /* 1999.5 and 1000.5 */
+        {66.65f, 2.5, -0.25, -0.25},  /* 1999.5 (|x|: 2.5; x: -0.25) and 1000.5 (x: -0.25) */
         {33.35f, 2.5, -0.25, -0.25},  /* |x|: 1000.5 -> 2.5; x (p < 50): 1999.5 and 1000.5 */
         {33.32f, 0.25, -25.0, 2.5},   /* |x|: 999.6 -> 0.25; x: 2000.4 and 999.6 */
     };
@@ -604,11 +614,12 @@ START_TEST(test_histogram_growth_random) {
     float *x = malloc(3 * nb * sizeof *x);
     nb_rng rng;
     nb_rng_seed(&rng, 3, 3);
-    for (size_t i = 0; i < nb; i++) x[i] = 2.0f * nb_rng_uniform(&rng) - 1.0f;                  /* [-1, 1) */
-    for (size_t i = nb; i < 2 * nb; i++) x[i] = 20.0f * nb_rng_uniform(&rng) - 10.0f;          /* 10x */
-    for (size_t i = 2 * nb; i < 3 * nb; i++) x[i] = 0.1f * nb_rng_normal(&rng);               /* back small */
+    for (size_t i = 0; i < nb; i++) x[i] = 2.0f * nb_rng_uniform(&rng) - 1.0f;         /* [-1, 1): R = 1 */
+    for (size_t i = nb; i < 2 * nb; i++) x[i] = 20.0f * nb_rng_uniform(&rng) - 10.0f; /* 10x: R = 16 */
+    for (size_t i = 2 * nb; i < 3 * nb; i++) x[i] = 0.1f * nb_rng_normal(&rng);      /* back small */
     const float ps[] = {50.0f, 90.0f, 99.0f, 99.9f};
     const double w = 16.0 / 4096.0; /* R = 16 */
+    double *sa = sorted_copy(x, 3 * nb, 1), *sx = sorted_copy(x, 3 * nb, 0);
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
         nb_observer_opts o = opts(NB_OBS_PERCENTILE);
         o.percentile = ps[i];
@@ -616,13 +627,15 @@ START_TEST(test_histogram_growth_random) {
         for (int k = 0; k < 3; k++) feed(ob, x + k * nb, nb);
         float lo, hi;
         obs_range(ob, &SIGNED_SYM, &lo, &hi);
-        const double t = ref_percentile(x, 3 * nb, 1, ps[i]);
+        const double t = percentile_sorted(sa, 3 * nb, ps[i]);
         expect_range(lo, hi, -t, t, w, "growth random, |x|");
         obs_range(ob, &ASYM, &lo, &hi);
-        const double a = ref_percentile(x, 3 * nb, 0, 100.0 - ps[i]), c = ref_percentile(x, 3 * nb, 0, ps[i]);
+        const double a = percentile_sorted(sx, 3 * nb, 100.0 - ps[i]), c = percentile_sorted(sx, 3 * nb, ps[i]);
         expect_range(lo, hi, fmin(fmin(a, c), 0.0), fmax(fmax(a, c), 0.0), w, "growth random, x");
         nb_observer_free(ob);
     }
+    free(sa);
+    free(sx);
     free(x);
 }
 END_TEST
