@@ -141,6 +141,18 @@ float *nb_tape_grad(nb_tape *tape, nb_tensor *t) {
     return g;
 }
 
+float *nb_tape_grad_take(nb_tape *tape, nb_tensor *from, nb_tensor *to) {
+    (void)tape;
+    if (to->grad || to->is_param || !from->grad_pooled || from->numel != to->numel) return NULL;
+    /* The walk returns from's buffer to the pool after this node; it now
+     * belongs to `to`, whose producer runs later and hands it back then. */
+    to->grad = from->grad;
+    to->grad_pooled = 1;
+    from->grad = NULL;
+    from->grad_pooled = 0;
+    return to->grad;
+}
+
 size_t nb_tape_nodes(const nb_tape *t) { return t->n_nodes; }
 
 size_t nb_tape_pool_bytes(const nb_tape *t) {
@@ -154,7 +166,7 @@ static nb_status walk(nb_tape *t) {
         nb_node *n = &t->nodes[i];
         if (!n->out->grad) continue; /* nothing flowed into this output */
         n->op->backward(t, n);
-        if (n->out->grad_pooled) {
+        if (n->out->grad && n->out->grad_pooled) {
             pool_put(t, n->out->grad);
             n->out->grad = NULL;
             n->out->grad_pooled = 0;

@@ -14,6 +14,7 @@ static void bench_usage(FILE *f) {
             "usage: nibble bench [--model NAME] [--batch N] [--threads N] [--steps N]\n"
             "                    [--warmup N] [--eval-batch N] [--size PX] [--classes N]\n"
             "                    [--shortcut A|B] [--seed N] [--no-eval] [--json]\n"
+            "                    [--quant CONFIG.json | --wbits N --abits N]\n"
             "\n"
             "Times the FP32 training step (forward, softmax cross-entropy, backward,\n"
             "SGD momentum 0.9 with weight decay 5e-4) and inference on synthetic input.\n"
@@ -31,6 +32,12 @@ static void bench_usage(FILE *f) {
             "  --classes N      output classes (default 10)\n"
             "  --shortcut A|B   CIFAR ResNet shortcut (default A)\n"
             "  --no-eval        skip the inference measurement\n"
+            "  --quant CONFIG   time the quantized step: the model and quant section of an\n"
+            "                   experiment config (fake-quant weights and activations; the\n"
+            "                   activation scales are calibrated on one synthetic batch)\n"
+            "  --wbits N, --abits N  the default fixed-quantizer policy (uniform, per-channel\n"
+            "                   symmetric weights recomputed every step, per-tensor\n"
+            "                   activations, first/last layer 8 bits) at N bits; 0 = FP32\n"
             "  --json           print one JSON object (keys train_img_s, eval_img_s,\n"
             "                   peak_rss_mb, gflops, ...)\n");
 }
@@ -55,7 +62,8 @@ static double median(double *v, int n) {
 int nb_cmd_bench(int argc, char **argv) {
     const char *arch = "resnet20";
     int batch = 128, threads = 2, steps = 20, warmup = 5, eval_batch = 256, size = 32, classes = 10;
-    int json = 0, no_eval = 0, seed = 0;
+    int json = 0, no_eval = 0, seed = 0, wbits = 0, abits = 0;
+    const char *quant_cfg = NULL;
     nb_shortcut shortcut = NB_SHORTCUT_A;
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},  {"batch", required_argument, 0, 'b'},
@@ -64,6 +72,8 @@ int nb_cmd_bench(int argc, char **argv) {
         {"size", required_argument, 0, 'z'},   {"classes", required_argument, 0, 'c'},
         {"shortcut", required_argument, 0, 'S'}, {"seed", required_argument, 0, 'r'},
         {"no-eval", no_argument, 0, 'n'},      {"json", no_argument, 0, 'j'},
+        {"quant", required_argument, 0, 'Q'},  {"wbits", required_argument, 0, 'W'},
+        {"abits", required_argument, 0, 'A'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -89,6 +99,18 @@ int nb_cmd_bench(int argc, char **argv) {
             }
             break;
         case 'n': no_eval = 1; break;
+        case 'Q': quant_cfg = optarg; break;
+        case 'W':
+        case 'A': {
+            long v;
+            ok = nb_cli_parse_long("bench", c == 'W' ? "--wbits" : "--abits", optarg, 0, 8, &v);
+            if (ok && v == 1) {
+                fprintf(stderr, "nibble bench: %s expects 0 (FP32) or 2..8, got 1\n", c == 'W' ? "--wbits" : "--abits");
+                ok = 0;
+            }
+            *(c == 'W' ? &wbits : &abits) = (int)v;
+            break;
+        }
         case 'j': json = 1; break;
         case 'h': bench_usage(stdout); return 0;
         default:
@@ -103,6 +125,10 @@ int nb_cmd_bench(int argc, char **argv) {
         return 2;
     }
 
+    if (quant_cfg && (wbits || abits)) {
+        fprintf(stderr, "nibble bench: --quant and --wbits/--abits exclude each other\n");
+        return 2;
+    }
     nb_set_threads(threads);
     nb_rng rng;
     nb_rng_seed(&rng, (uint64_t)seed, 0);
@@ -110,9 +136,37 @@ int nb_cmd_bench(int argc, char **argv) {
     mo.num_classes = classes;
     mo.input_size = size;
     mo.shortcut = shortcut;
+    nb_quant_policy policy;
+    nb_quant_policy_default(&policy);
+    if (quant_cfg) {
+        /* The config's model and quant section; the bench's own flags keep
+         * batch, threads, size and classes. */
+        nb_config cfg;
+        if (nb_config_load(quant_cfg, NULL, 0, &cfg) != NB_OK) {
+            fprintf(stderr, "nibble bench: %s\n", nb_last_error());
+            return 2;
+        }
+        policy = cfg.quant;
+        arch = nb_strdup(cfg.model.arch);
+        mo.shortcut = cfg.model.shortcut == 'B' ? NB_SHORTCUT_B : NB_SHORTCUT_A;
+        mo.width = cfg.model.width;
+        if (!strcmp(cfg.model.stem, "imagenet")) mo.stem = NB_STEM_IMAGENET;
+        if (!strcmp(cfg.model.stem, "cifar")) mo.stem = NB_STEM_CIFAR;
+    } else {
+        if (wbits) snprintf(policy.weights.method, sizeof policy.weights.method, "uniform");
+        if (abits) snprintf(policy.activations.method, sizeof policy.activations.method, "uniform");
+        policy.weights.bits = wbits ? wbits : 8;
+        policy.activations.bits = abits ? abits : 8;
+    }
     nb_model *m = nb_model_build(arch, &mo, &rng);
     if (!m) {
         fprintf(stderr, "nibble bench: %s\n", nb_last_error());
+        return 2;
+    }
+    const int quantized = nb_quant_enabled(&policy);
+    if (quantized && nb_quant_attach(m, &policy) != NB_OK) {
+        fprintf(stderr, "nibble bench: %s\n", nb_last_error());
+        nb_model_free(m);
         return 2;
     }
     double macs = nb_model_macs(m, size, size);
@@ -128,6 +182,18 @@ int nb_cmd_bench(int argc, char **argv) {
     nb_tensor_fill_normal(x, &rng, 0.0f, 1.0f);
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)nb_rng_below(&rng, (uint32_t)classes);
 
+    if (quantized) {
+        /* Activation scales from one calibration forward on the bench's batch. */
+        const int had = nb_tape_set_grad(tape, 0);
+        nb_model_set_pass(m, NB_PASS_CALIBRATE);
+        nb_model_forward(m, tape, x);
+        nb_tape_reset(tape);
+        nb_tape_set_grad(tape, had);
+        if (nb_quant_calibrate_finish(m) != NB_OK) {
+            fprintf(stderr, "nibble bench: %s\n", nb_last_error());
+            return 1;
+        }
+    }
     nb_sgd_opts so = nb_sgd_opts_default();
     nb_model_train(m, 1);
     float loss = 0.0f;
@@ -175,12 +241,14 @@ int nb_cmd_bench(int argc, char **argv) {
                "\"macs_per_img_fwd\": %.0f, \"train_step_ms_med\": %.2f, \"train_img_s\": %.1f, "
                "\"eval_batch\": %d, \"eval_img_s\": %.1f, \"peak_rss_train_mb\": %.1f, "
                "\"peak_rss_mb\": %.1f, \"arena_mb\": %.1f, \"grad_pool_mb\": %.1f, \"gflops\": %.2f, "
-               "\"final_loss\": %.9g, \"sgemm\": \"%s\"}\n",
+               "\"final_loss\": %.9g, \"sgemm\": \"%s\", \"quant\": %s}\n",
                arch, threads, batch, steps, nb_model_param_count(m), macs, med * 1e3, train_img_s,
-               eval_batch, eval_img_s, rss_train, rss, arena_mb, pool_mb, gflops, (double)loss, nb_sgemm_isa());
+               eval_batch, eval_img_s, rss_train, rss, arena_mb, pool_mb, gflops, (double)loss, nb_sgemm_isa(),
+               quantized ? "true" : "false");
     } else {
-        printf("model %s (%zu parameters, %.2f M MACs/image), batch %d, %d threads, sgemm %s\n", arch,
-               nb_model_param_count(m), macs / 1e6, batch, threads, nb_sgemm_isa());
+        printf("model %s (%zu parameters, %.2f M MACs/image), batch %d, %d threads, sgemm %s%s\n", arch,
+               nb_model_param_count(m), macs / 1e6, batch, threads, nb_sgemm_isa(),
+               quantized ? ", fake-quantized" : "");
         printf("train: %.1f img/s (median step %.1f ms over %d steps), %.1f GFLOP/s\n", train_img_s,
                med * 1e3, steps, gflops);
         if (!no_eval) printf("eval:  %.1f img/s (batch %d)\n", eval_img_s, eval_batch);
@@ -193,5 +261,6 @@ int nb_cmd_bench(int argc, char **argv) {
     nb_free(labels);
     nb_tensor_free(x);
     nb_model_free(m);
+    if (quant_cfg) nb_free((void *)arch);
     return rc;
 }

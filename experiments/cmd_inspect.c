@@ -9,8 +9,35 @@ static void inspect_usage(FILE *f) {
             "usage: nibble inspect CHECKPOINT.h5 [--no-config]\n"
             "\n"
             "Prints a checkpoint's architecture, position (epoch, step), every tensor with\n"
-            "its shape and element count, parameter totals, quantizer settings and the\n"
-            "effective config it was trained with (omitted with --no-config).\n");
+            "its shape and element count, parameter totals, the per-layer table (weight and\n"
+            "input bits, granularity, parameters, bytes; the model size at those bits\n"
+            "against FP32) and the effective config it was trained with (omitted with\n"
+            "--no-config).\n");
+}
+
+static void to_stdout(nb_log_level level, const char *msg, void *user) {
+    (void)level;
+    (void)user;
+    printf("%s\n", msg);
+}
+
+/* The per-layer table of the model the checkpoint describes (with its
+ * quantizers), or a note why it cannot be shown. */
+static void layer_table(const char *path, const long *in_channels) {
+    nb_config c;
+    nb_model *m = NULL;
+    const int C = in_channels ? (int)*in_channels : 3;
+    nb_status st = nb_config_from_checkpoint(path, NULL, 0, &c);
+    if (st == NB_OK) st = nb_model_from_config(&c, path, C, c.data.size > 0 ? c.data.size : 32, &m);
+    if (st != NB_OK) {
+        printf("\n(no per-layer table: %s)\n", nb_last_error());
+        return;
+    }
+    printf("\n");
+    nb_log_set(to_stdout, NULL);
+    nb_quant_summary(m);
+    nb_log_set(NULL, NULL);
+    nb_model_free(m);
 }
 
 static long numel_of(const nb_ckpt_tensor *t) {
@@ -78,6 +105,13 @@ int nb_cmd_inspect(int argc, char **argv) {
     printf("\nmodel: %ld values (parameters and buffers); optimizer state: %ld; quantizer state: %ld\n",
            model, optim, quant);
     printf("quantizers: %s\n", quant ? "see quant/ above" : "none (FP32 model)");
+    /* Input channels from the first convolution's weight (OC, C, KH, KW). */
+    const long *chan = NULL;
+    for (int i = 0; i < n && !chan; i++)
+        if (!strncmp(ts[i].name, "model/", 6) && ts[i].ndim == 4 && (!strcmp(ts[i].name, "model/conv1.weight") ||
+                                                                    !strcmp(ts[i].name, "model/features.0.conv.weight")))
+            chan = &ts[i].shape[1];
+    layer_table(path, chan);
     if (show_config && json) printf("\nconfig:\n%s\n", json);
     nb_free(json);
     nb_free(ts);

@@ -29,8 +29,13 @@ static inline float rnd(float v) {
 
 float nb_fq_round(float v) { return rnd(v); }
 
+/* The segment loops are compiled for AVX-512, AVX2 and the baseline; the
+ * loader picks one per CPU (GCC function multi-versioning). The arithmetic is
+ * the same IEEE operations on every path, so results do not depend on it. */
+#define NB_FQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
 /* One segment: y = s (clamp(rint(x / s) + z, qmin, qmax) - z). */
-static void fq_segment(const float *x, float *y, size_t n, float s, float z, float qmin, float qmax) {
+NB_FQ_CLONES static void fq_segment(const float *x, float *y, size_t n, float s, float z, float qmin, float qmax) {
     for (size_t i = 0; i < n; i++) {
         float q = rnd(x[i] / s) + z;
         q = q < qmin ? qmin : q;
@@ -42,17 +47,21 @@ static void fq_segment(const float *x, float *y, size_t n, float s, float z, flo
 /* dx += dy where qmin <= rint(x / s) + z <= qmax: the clip test on the
  * rounded value, as PyTorch's fake_quantize_* backward (it differs from a
  * test on x / s only within half a step beyond each end). */
-static void ste_segment(const float *x, const float *dy, float *dx, size_t n, float s, float z, float qmin,
+NB_FQ_CLONES static void ste_segment(const float *x, const float *dy, float *dx, size_t n, float s, float z, float qmin,
                         float qmax, int fresh) {
+    /* dy is loaded unconditionally and the mask is a multiply (as PyTorch's
+     * dy * mask), which keeps the loops vectorised. */
     if (fresh) {
         for (size_t i = 0; i < n; i++) {
-            const float q = rnd(x[i] / s) + z;
-            dx[i] = q >= qmin && q <= qmax ? dy[i] : 0.0f;
+            const float q = rnd(x[i] / s) + z, g = dy[i];
+            const float keep = (float)(q >= qmin) * (float)(q <= qmax);
+            dx[i] = g * keep;
         }
     } else {
         for (size_t i = 0; i < n; i++) {
-            const float q = rnd(x[i] / s) + z;
-            dx[i] += q >= qmin && q <= qmax ? dy[i] : 0.0f;
+            const float q = rnd(x[i] / s) + z, g = dy[i];
+            const float keep = (float)(q >= qmin) * (float)(q <= qmax);
+            dx[i] += g * keep;
         }
     }
 }
@@ -137,8 +146,13 @@ void nb_fake_quant_backward(nb_tape *t, nb_node *n) {
     const fq_saved *s = n->saved;
     nb_tensor *x = n->in[0];
     if (!x->requires_grad) return;
+    float *dx = nb_tape_grad_take(t, n->out, x);
+    if (dx) { /* mask d(out) in place: it becomes d(x) */
+        nb_fq_backward(&s->L, s->scale, s->zero_point, s->qmin, s->qmax, x->data, dx, dx, 1);
+        return;
+    }
     int fresh;
-    float *dx = nb_tape_grad_fresh(t, x, &fresh);
+    dx = nb_tape_grad_fresh(t, x, &fresh);
     nb_fq_backward(&s->L, s->scale, s->zero_point, s->qmin, s->qmax, x->data, n->out->grad, dx, fresh);
 }
 

@@ -116,7 +116,8 @@ float nb_fq_round(float v);
  * layout's scale index (zero points are integers held in floats). */
 void nb_fq_forward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
                    const float *x, float *y);
-/* STE: dx (+)= dy where qmin <= rint(x / s) + z <= qmax, else 0; fresh:
+/* STE: dx (+)= dy where qmin <= rint(x / s) + z <= qmax, else 0 (dx may
+ * be dy itself, for an in-place mask); fresh:
  * write dx instead of adding. */
 void nb_fq_backward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
                     const float *x, const float *dy, float *dx, int fresh);

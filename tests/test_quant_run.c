@@ -1,0 +1,248 @@
+/* Quantization end to end on the built-in shapes10 data: QAT in nibble
+ * train (exact resume of weights and quantizer state), nibble ptq (the
+ * result, the checkpoint nibble eval reads back as the quantized network)
+ * and the bad inputs ptq must refuse without writing anything. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nb_test.h"
+
+/* smallcnn on shapes10: 600 train / 200 test images, batch 50, 2 epochs. */
+static const char *base_json =
+    "{\"name\": \"qtiny\", \"seed\": 5, \"threads\": 2,\n"
+    " \"data\": {\"path\": \"synthetic:shapes10\", \"train_count\": 600, \"test_count\": 200,\n"
+    "          \"augment\": false},\n"
+    " \"model\": {\"arch\": \"smallcnn\", \"width\": 8},\n"
+    " \"train\": {\"epochs\": 2, \"batch_size\": 50, \"log_every\": 5,\n"
+    "   \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"weight_decay\": 5e-4},\n"
+    "   \"schedule\": {\"name\": \"cosine\"}}}\n";
+
+static const char *tmp(const char *name) {
+    static char buf[4][600];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", nb_test_tmpdir(), name);
+    return buf[k];
+}
+
+/* Writes tmpdir/name; returns its path (static storage, one per name slot:
+ * copy it before the next call). */
+static const char *write_file(const char *name, const char *text) {
+    static char paths[8][600];
+    static int k;
+    char *p = paths[k = (k + 1) % 8];
+    snprintf(p, 600, "%s", tmp(name));
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static const char *qat_sets[] = {"quant.weights.method=\"uniform\"", "quant.weights.bits=4",
+                                 "quant.activations.method=\"uniform\"", "quant.activations.bits=4",
+                                 "quant.calibration.batches=3", "quant.calibration.batch_size=40"};
+
+static void run_qat(const char *dir, long stop_after, int resume) {
+    nb_config c;
+    const char *sets[8];
+    char d[700];
+    snprintf(d, sizeof d, "output.dir=%s", tmp(dir));
+    int n = 0;
+    for (int i = 0; i < 6; i++) sets[n++] = qat_sets[i];
+    sets[n++] = d;
+    ck_assert_msg(nb_config_load(write_file("qtiny.json", base_json), sets, n, &c) == NB_OK, "%s", nb_last_error());
+    nb_train_opts o = nb_train_opts_default();
+    FILE *devnull = fopen("/dev/null", "w");
+    o.progress = devnull;
+    o.stop_after_steps = stop_after;
+    o.resume_dir = resume ? tmp(dir) : NULL;
+    nb_train_result r;
+    nb_status st = nb_train(&c, &o, &r);
+    fclose(devnull);
+    ck_assert_msg(st == (stop_after ? NB_STATUS_INTERRUPTED : NB_OK), "%s", nb_last_error());
+}
+
+/* Parameters, buffers and quantizer state of dir/last.h5, through the
+ * same loader nibble eval uses. */
+static float *state_of(const char *dir, size_t *n) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/last.h5", tmp(dir));
+    nb_config c;
+    nb_model *m;
+    ck_assert_msg(nb_config_from_checkpoint(path, NULL, 0, &c) == NB_OK &&
+                      nb_model_from_config(&c, path, 3, 32, &m) == NB_OK,
+                  "%s", nb_last_error());
+    ck_assert_ptr_nonnull(m->quant);
+    *n = m->n_param_floats + m->n_buffer_floats + m->quant->n_buffer_floats;
+    float *s = malloc(sizeof(float) * *n), *p = s;
+    memcpy(p, m->param_data, sizeof(float) * m->n_param_floats);
+    p += m->n_param_floats;
+    memcpy(p, m->buffer_data, sizeof(float) * m->n_buffer_floats);
+    p += m->n_buffer_floats;
+    memcpy(p, m->quant->buffer_data, sizeof(float) * m->quant->n_buffer_floats);
+    nb_model_free(m);
+    return s;
+}
+
+START_TEST(test_qat_resume_exact) {
+    run_qat("qat_full", 0, 0);
+    run_qat("qat_cut", 7, 0); /* mid-epoch 1 */
+    run_qat("qat_cut", 0, 1);
+    size_t na, nb;
+    float *a = state_of("qat_full", &na), *b = state_of("qat_cut", &nb);
+    ck_assert_int_eq(na, nb);
+    for (size_t i = 0; i < na; i++) ck_assert_msg(a[i] == b[i], "state %zu: %.9g vs %.9g", i, (double)a[i], (double)b[i]);
+    free(a);
+    free(b);
+}
+END_TEST
+
+static int cli(const char *args, char *out, size_t n) {
+    char cmd[8192];
+    const int len = snprintf(cmd, sizeof cmd, "%s %s 2>&1", nb_test_cli(), args);
+    ck_assert(len > 0 && len < (int)sizeof cmd);
+    return nb_test_sh(cmd, out, n);
+}
+
+/* A number after "key": in a JSON line. */
+static double json_num(const char *s, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *p = strstr(s, k);
+    ck_assert_msg(p != NULL, "no %s in %s", key, s);
+    return strtod(p + strlen(k), NULL);
+}
+
+static int exists(const char *p) { return access(p, F_OK) == 0; }
+
+START_TEST(test_ptq_cli) {
+    if (!nb_test_cli()) {
+        nb_test_skip("ptq cli", "NB_CLI is not set");
+        return;
+    }
+    static char out[1 << 16];
+    char args[4096];
+    const char *cfg = write_file("fp.json", base_json);
+    /* an FP32 model to quantize */
+    snprintf(args, sizeof args, "train %s --set output.dir=%s", cfg, tmp("fp"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%.2000s", out);
+    char fp_ckpt[700];
+    snprintf(fp_ckpt, sizeof fp_ckpt, "%s/last.h5", tmp("fp"));
+    const char *ptq = write_file("ptq.json", "{\"extends\": \"fp.json\", \"quant\": {\"weights\": {\"method\": "
+                                             "\"uniform\", \"bits\": 3}, \"activations\": {\"method\": \"uniform\", "
+                                             "\"bits\": 4, \"observer\": \"mse\"}, \"calibration\": {\"batches\": 4, "
+                                             "\"batch_size\": 50}}}");
+    snprintf(args, sizeof args, "ptq %s --set init.checkpoint=%s --set output.dir=%s", ptq, fp_ckpt, tmp("q"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%.2000s", out);
+    ck_assert_msg(strstr(out, "qtiny: test top-1 ") && strstr(out, "FP32 top-1") && strstr(out, "calibration"), "%s", out);
+    ck_assert_msg(strstr(out, "features.1.conv") && strstr(out, "3 sym channel"), "per-layer table: %s", out);
+    char q_ckpt[700], result[700];
+    snprintf(q_ckpt, sizeof q_ckpt, "%s/last.h5", tmp("q"));
+    snprintf(result, sizeof result, "cat %s/result.json", tmp("q"));
+    static char res[4096], ev[4096], evfp[4096];
+    ck_assert_int_eq(nb_test_sh(result, res, sizeof res), 0);
+    /* nibble eval of the quantized checkpoint is the quantized network:
+     * exactly ptq's figures, and not the FP32 network's */
+    snprintf(args, sizeof args, "eval %s --json --batch 256", q_ckpt);
+    ck_assert_msg(cli(args, ev, sizeof ev) == 0, "%s", ev);
+    snprintf(args, sizeof args, "eval %s --json --batch 256", fp_ckpt);
+    ck_assert_msg(cli(args, evfp, sizeof evfp) == 0, "%s", evfp);
+    ck_assert_msg(json_num(ev, "loss") == json_num(res, "loss") && json_num(ev, "top1") == json_num(res, "top1"),
+                  "eval %s vs ptq %s", ev, res);
+    ck_assert_msg(json_num(ev, "loss") != json_num(evfp, "loss"), "the quantized checkpoint evaluates as FP32: %s", ev);
+    ck_assert(json_num(res, "fp32_top1") == json_num(evfp, "top1"));
+    /* inspect lists the quantizer state and the per-layer table */
+    snprintf(args, sizeof args, "inspect %s --no-config", q_ckpt);
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "quant/features.0.conv.weight/scale") && strstr(out, "x smaller"), "%s", out);
+    /* a second run into the same directory is refused */
+    snprintf(args, sizeof args, "ptq %s --set init.checkpoint=%s --set output.dir=%s", ptq, fp_ckpt, tmp("q"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "already exists"), "%s", out);
+    /* ptq of a quantized checkpoint is refused */
+    snprintf(args, sizeof args, "ptq %s --set init.checkpoint=%s --set output.dir=%s", ptq, q_ckpt, tmp("qq"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "holds quantizer state") && !exists(tmp("qq")), "%s", out);
+}
+END_TEST
+
+/* Bad input: exit 2, a message naming the problem, nothing written. */
+START_TEST(test_ptq_bad_input) {
+    if (!nb_test_cli()) {
+        nb_test_skip("ptq bad input", "NB_CLI is not set");
+        return;
+    }
+    static char out[1 << 16];
+    char args[4096];
+    write_file("fp.json", base_json);
+    const char *q = write_file("bad.json", "{\"extends\": \"fp.json\", \"quant\": {\"weights\": {\"method\": "
+                                           "\"uniform\", \"bits\": 4}}}");
+    struct {
+        const char *sets, *msg;
+    } cases[] = {
+        {"", "init.checkpoint: ptq quantizes a trained FP32 checkpoint"},
+        {"--set init.checkpoint=/nonexistent/x.h5", "/nonexistent/x.h5"},
+        {"--set init.checkpoint=CORRUPT", "corrupt.h5"},
+        {"--set init.checkpoint=OTHERARCH", "HINT: the checkpoint holds a smallcnn, the model is a resnet20"},
+        {"--set init.checkpoint=OTHERARCH --set quant.layers={\"layer9.*\":{\"weight_bits\":2}}", ""},
+        {"--set quant.weights.bits=12", "quant.weights.bits: expected an integer in [2, 8], got 12"},
+        {"--set quant.weights.methd=\"uniform\"", "quant.weights.methd: unknown key (did you mean \"method\"?)"},
+        {"--set quant.weights.method=\"none\" --set init.checkpoint=X", "quant: nothing to quantize"},
+    };
+    const char *corrupt = write_file("corrupt.h5", "this is not an HDF5 file at all\n");
+    /* a smallcnn checkpoint for a resnet20 config */
+    char fp_ckpt[700];
+    snprintf(args, sizeof args, "train %s --set output.dir=%s --set train.epochs=1 --set data.train_count=100",
+             tmp("fp.json"), tmp("fp_small"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    snprintf(fp_ckpt, sizeof fp_ckpt, "%s/last.h5", tmp("fp_small"));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char sets[1024];
+        snprintf(sets, sizeof sets, "%s", cases[i].sets);
+        char *p;
+        if ((p = strstr(sets, "CORRUPT"))) {
+            char rest[1024];
+            snprintf(rest, sizeof rest, "%s", p + 7);
+            snprintf(p, sizeof sets - (size_t)(p - sets), "%s%s", corrupt, rest);
+        }
+        if ((p = strstr(sets, "OTHERARCH"))) {
+            char rest[1024];
+            snprintf(rest, sizeof rest, "%s", p + 9);
+            snprintf(p, sizeof sets - (size_t)(p - sets), "%s --set model.arch=resnet20%s", fp_ckpt, rest);
+        }
+        char dir[64];
+        snprintf(dir, sizeof dir, "bad%zu", i);
+        snprintf(args, sizeof args, "ptq %s %s --set output.dir=%s", q, sets, tmp(dir));
+        const int rc = cli(args, out, sizeof out);
+        ck_assert_msg(rc == 2, "case %zu (%s): exit %d: %.2000s", i, sets, rc, out);
+        ck_assert_msg(strstr(out, cases[i].msg), "case %zu: %s", i, out);
+        ck_assert_msg(!exists(tmp(dir)), "case %zu wrote %s", i, tmp(dir));
+    }
+    /* an unmatched glob names itself (on the right architecture) */
+    snprintf(args, sizeof args,
+             "ptq %s --set init.checkpoint=%s --set 'quant.layers={\"layer9.*\":{\"weight_bits\":2}}' --set "
+             "output.dir=%s",
+             q, fp_ckpt, tmp("badglob"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "quant.layers.\"layer9.*\": matches no layer of smallcnn") && !exists(tmp("badglob")),
+                  "%s", out);
+    /* train refuses a folded (PTQ) policy */
+    snprintf(args, sizeof args, "train %s --set quant.fold_bn=true --set output.dir=%s", q, tmp("badfold"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "quant.fold_bn: a model with folded batchnorm cannot train"), "%s", out);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("quant_run");
+    TCase *tc = tcase_create("quant_run");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_qat_resume_exact);
+    tcase_add_test(tc, test_ptq_cli);
+    tcase_add_test(tc, test_ptq_bad_input);
+    suite_add_tcase(s, tc);
+    return nb_test_run(s);
+}
