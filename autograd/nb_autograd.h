@@ -63,7 +63,6 @@ void *nb_tape_scratch(nb_tape *t, size_t bytes);
 
 /* Gradient recording on/off (no_grad for evaluation). Returns the old value. */
 int nb_tape_set_grad(nb_tape *t, int enabled);
-int nb_tape_grad_enabled(const nb_tape *t);
 
 /* Should an op with these inputs record a node? (grad enabled and some input
  * requires grad). Inputs may be NULL. */

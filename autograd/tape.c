@@ -65,7 +65,6 @@ int nb_tape_set_grad(nb_tape *t, int enabled) {
     return old;
 }
 
-int nb_tape_grad_enabled(const nb_tape *t) { return t->grad_enabled; }
 
 int nb_tape_wants(const nb_tape *t, const nb_tensor *a, const nb_tensor *b, const nb_tensor *c) {
     if (!t->grad_enabled) return 0;

@@ -108,7 +108,6 @@ void nb_sampler_start(nb_sampler *s, int epoch);
  * pixels (n, C, H, W) into raw. */
 nb_status nb_sampler_take(nb_sampler *s, size_t pos, size_t n, uint32_t *indices, uint8_t *raw);
 int nb_sampler_streaming(const nb_sampler *s);
-size_t nb_sampler_buffer_examples(const nb_sampler *s);
 
 /* synthetic.c: shapes10's fixed normalisation constants. */
 extern const float nb_shapes10_mean[3], nb_shapes10_std[3];

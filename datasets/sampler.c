@@ -72,7 +72,6 @@ void nb_sampler_free(nb_sampler *s) {
 }
 
 int nb_sampler_streaming(const nb_sampler *s) { return s->perm == NULL; }
-size_t nb_sampler_buffer_examples(const nb_sampler *s) { return s->cap; }
 
 void nb_sampler_start(nb_sampler *s, int epoch) {
     nb_rng_seed(&s->rng, s->seed ^ ORDER_SALT, (uint64_t)(uint32_t)epoch);

@@ -213,6 +213,7 @@ int nb_cmd_bench(int argc, char **argv) {
         if (s >= warmup) times[s - warmup] = nb_now() - t0;
     }
     double arena_mb = (double)nb_arena_peak(nb_tape_arena(tape)) / 1048576.0;
+    double arena_cap_mb = (double)nb_arena_capacity(nb_tape_arena(tape)) / 1048576.0;
     double pool_mb = (double)nb_tape_pool_bytes(tape) / 1048576.0;
     double med = rc ? 0.0 : median(times, steps);
     double train_img_s = rc ? 0.0 : batch / med;
@@ -240,10 +241,10 @@ int nb_cmd_bench(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"threads\": %d, \"batch\": %d, \"steps\": %d, \"params\": %zu, "
                "\"macs_per_img_fwd\": %.0f, \"train_step_ms_med\": %.2f, \"train_img_s\": %.1f, "
                "\"eval_batch\": %d, \"eval_img_s\": %.1f, \"peak_rss_train_mb\": %.1f, "
-               "\"peak_rss_mb\": %.1f, \"arena_mb\": %.1f, \"grad_pool_mb\": %.1f, \"gflops\": %.2f, "
+               "\"peak_rss_mb\": %.1f, \"arena_mb\": %.1f, \"arena_capacity_mb\": %.1f, \"grad_pool_mb\": %.1f, \"gflops\": %.2f, "
                "\"final_loss\": %.9g, \"sgemm\": \"%s\", \"quant\": %s}\n",
                arch, threads, batch, steps, nb_model_param_count(m), macs, med * 1e3, train_img_s,
-               eval_batch, eval_img_s, rss_train, rss, arena_mb, pool_mb, gflops, (double)loss, nb_sgemm_isa(),
+               eval_batch, eval_img_s, rss_train, rss, arena_mb, arena_cap_mb, pool_mb, gflops, (double)loss, nb_sgemm_isa(),
                quantized ? "true" : "false");
     } else {
         printf("model %s (%zu parameters, %.2f M MACs/image), batch %d, %d threads, sgemm %s%s\n", arch,
@@ -252,8 +253,9 @@ int nb_cmd_bench(int argc, char **argv) {
         printf("train: %.1f img/s (median step %.1f ms over %d steps), %.1f GFLOP/s\n", train_img_s,
                med * 1e3, steps, gflops);
         if (!no_eval) printf("eval:  %.1f img/s (batch %d)\n", eval_img_s, eval_batch);
-        printf("memory: peak RSS %.1f MiB (training step %.1f MiB; arena %.1f MiB, gradient pool %.1f MiB)\n",
-               rss, rss_train, arena_mb, pool_mb);
+        printf("memory: peak RSS %.1f MiB (training step %.1f MiB; arena %.1f MiB used of %.1f MiB held, gradient "
+               "pool %.1f MiB)\n",
+               rss, rss_train, arena_mb, arena_cap_mb, pool_mb);
     }
     nb_tape_free(tape);
     nb_free(times);
