@@ -65,6 +65,8 @@ typedef struct {
     nb_eval_result last;     /* test metrics after the last epoch run */
     double best_top1;        /* best test top-1 of the run (-1: none) */
     double seconds;          /* wall time of this call */
+    int complete;            /* resumed a run that had already done its
+                                epochs: nothing was trained or evaluated */
     char run_dir[NB_CFG_PATH_MAX];
 } nb_train_result;
 

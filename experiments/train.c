@@ -178,6 +178,8 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         if ((st = nb_checkpoint_load_state(r->last, r->opt, &r->meta)) != NB_OK) return st;
         nb_free((void *)r->meta.config_json);
         r->meta.config_json = NULL;
+        if ((st = nb_run_check_position(r->last, &r->meta, r->spe)) != NB_OK) return st;
+        if ((st = nb_run_repair_best(r->last, r->best, &r->meta)) != NB_OK) return st;
         r->rng = r->meta.rng;
         r->saved_step = r->meta.step;
     } else {
@@ -186,6 +188,11 @@ static nb_status setup(run *r, const nb_train_opts *o) {
                                 "%s already holds a run (last.h5): resume it with --resume %s, or "
                                 "choose another directory with --set output.dir=...",
                                 r->dir, r->dir);
+        if (file_exists(r->best))
+            return nb_set_error(NB_STATUS_BAD_INPUT,
+                                "%s already holds best.h5 (of another run?) but no last.h5: move it "
+                                "away, or choose another directory with --set output.dir=...",
+                                r->dir);
         if (c->init.checkpoint[0] &&
             (st = nb_checkpoint_load_model(c->init.checkpoint, r->m, c->init.strict)) != NB_OK)
             return st;
@@ -239,6 +246,17 @@ static nb_status numeric_stop(run *r, const char *what, double v) {
                         step, epoch, batch, what, v, r->last, r->saved_step);
 }
 
+/* The teacher's logits were NaN or Inf: its weights are the cause, not the
+ * student's learning rate. */
+static nb_status teacher_stop(run *r) {
+    return nb_set_error(NB_STATUS_NUMERIC,
+                        "step %ld (epoch %d, batch %ld): the logits of the distillation teacher %s "
+                        "are NaN or Inf; stopping. HINT: its weights are not finite (check it with "
+                        "nibble eval)",
+                        r->meta.step + 1, r->meta.epoch + 1, r->meta.step_in_epoch + 1,
+                        r->c->train.distill.teacher);
+}
+
 /* One optimizer step on the batch (x, y, n). */
 static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float lr) {
     const nb_train_config *t = &r->c->train;
@@ -249,6 +267,7 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
         int had = nb_tape_set_grad(tape, 0);
         nb_tensor *tl = nb_model_forward(r->teacher, tape, x);
         nb_tape_set_grad(tape, had);
+        if (nb_nonfinite_rows(tl)) return teacher_stop(r);
         logits = nb_model_forward(r->m, tape, x);
         loss = nb_distill_loss(tape, logits, y, tl->data, t->distill.temperature, t->distill.weight,
                                t->label_smoothing);
@@ -303,7 +322,9 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
     out->best_top1 = -1.0;
     nb_set_threads(c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
     nb_status st = setup(&r, &o);
-    if (st == NB_OK) st = open_run_dir(&r);
+    const int complete = st == NB_OK && r.meta.epoch >= c->train.epochs; /* a finished run resumed */
+    if (st == NB_OK) nb_run_remove_stale_tmp(r.dir);
+    if (st == NB_OK && !complete) st = open_run_dir(&r);
     if (st != NB_OK) goto done;
     snprintf(out->run_dir, sizeof out->run_dir, "%s", r.dir);
     const nb_train_config *t = &c->train;
@@ -411,6 +432,7 @@ done:
     out->last = ev;
     out->best_top1 = r.meta.best_top1;
     out->seconds = nb_now() - t_start;
+    out->complete = complete;
     run_free(&r);
     return st;
 }
