@@ -61,9 +61,20 @@ static nb_status copy_atomic(const char *from, const char *to) {
     for (;;) {
         ssize_t n = read(in, buf, sizeof buf);
         if (n == 0) break;
-        if (n < 0 || write(out, buf, (size_t)n) != n) {
-            st = nb_set_error(NB_STATUS_IO, "cannot copy %s to %s: %s", from, tmp, strerror(errno));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            st = nb_set_error(NB_STATUS_IO, "cannot read %s: %s", from, strerror(errno));
             goto done;
+        }
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                st = nb_set_error(NB_STATUS_IO, "cannot write %s: %s", tmp,
+                                  w < 0 ? strerror(errno) : "no progress");
+                goto done;
+            }
+            done += w;
         }
     }
     if (fsync(out) != 0 || close(out) != 0) {
