@@ -154,7 +154,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         return nb_set_error(NB_STATUS_BAD_INPUT, "%s: model.num_classes is %d but %s has %d classes",
                             c->source, c->model.num_classes, c->data.path, classes);
     nb_rng_seed(&r->rng, c->seed, 0);
-    if (!(r->m = nb_config_build_model(c, C, size, classes, &r->rng))) return NB_STATUS_BAD_INPUT;
+    if (!(r->m = nb_config_build_model(c, C, size, classes, &r->rng))) return nb_last_status();
     r->eff = *c;
     r->eff.model.num_classes = r->m->opts.num_classes;
     if (!strcmp(r->eff.model.stem, "auto"))
@@ -165,7 +165,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
     if (!(r->config_json = nb_config_to_json(&r->eff))) return NB_STATUS_OOM;
     snprintf(r->last, sizeof r->last, "%s/last.h5", r->dir);
     snprintf(r->best, sizeof r->best, "%s/best.h5", r->dir);
-    if (!(r->opt = nb_run_optimizer(c, r->m))) return NB_STATUS_BAD_INPUT;
+    if (!(r->opt = nb_run_optimizer(c, r->m))) return nb_last_status();
     r->spe = (long)nb_loader_batches_per_epoch(r->ltr);
     if ((st = nb_run_schedule(c, r->spe, &r->sched)) != NB_OK) return st;
     if (!(r->tape = nb_tape_new())) return NB_STATUS_OOM;
@@ -293,6 +293,36 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
     return NB_OK;
 }
 
+/* train_step as a protected call of the tape: out of memory in an op is a
+ * message with a hint, not an abort. */
+typedef struct {
+    run *r;
+    nb_tensor *x;
+    const int32_t *y;
+    int n;
+    float lr;
+} step_args;
+
+static nb_status step_fn(void *user) {
+    step_args *a = user;
+    return train_step(a->r, a->x, a->y, a->n, a->lr);
+}
+
+static nb_status protected_step(run *r, nb_tensor *x, const int32_t *y, int n, float lr) {
+    step_args a = {r, x, y, n, lr};
+    nb_status st = nb_tape_protect(r->tape, step_fn, &a);
+    if (st != NB_STATUS_OOM) return st;
+    char msg[1024], kept[NB_CFG_PATH_MAX + 64] = "";
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    if (file_exists(r->last))
+        snprintf(kept, sizeof kept, "; %s keeps the last good state (step %ld)", r->last, r->saved_step);
+    return nb_set_error(NB_STATUS_OOM,
+                        "step %ld (epoch %d, batch %ld): %s%s. HINT: lower train.batch_size (now %d) "
+                        "or the thread count (now %d), or free memory",
+                        r->meta.step + 1, r->meta.epoch + 1, r->meta.step_in_epoch + 1, msg, kept,
+                        r->c->train.batch_size, nb_get_threads());
+}
+
 /* The epoch's mean train loss and top-1 (%) so far, from the running sums
  * (0 before its first step). */
 static double train_loss_avg(const nb_ckpt_meta *m) {
@@ -363,7 +393,7 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
             nb_tensor x;
             nb_tensor_wrap(&x, (float *)xb, 4, (int[]){n, C, H, W});
             lr = nb_schedule_lr(&r.sched, r.meta.step);
-            if ((st = train_step(&r, &x, yb, n, lr)) != NB_OK) goto done;
+            if ((st = protected_step(&r, &x, yb, n, lr)) != NB_OK) goto done;
             r.meta.step++;
             r.meta.step_in_epoch++;
             steps_this_call++;

@@ -227,7 +227,7 @@ nb_status nb_checkpoint_load_model(const char *path, nb_model *m, int strict) {
     for (int i = 0; i < m->n_entries; i++) total += m->entries[i].t->numel;
     stage = nb_malloc((total ? total : 1) * sizeof(float));
     if (!stage) {
-        st = nb_set_error(NB_STATUS_OOM, "%s: cannot allocate %zu floats to load the model", path,
+        st = nb_set_error(NB_STATUS_OOM, "%s: out of memory allocating %zu floats to load the model", path,
                           total);
         goto cleanup;
     }

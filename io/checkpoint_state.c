@@ -139,7 +139,7 @@ nb_status nb_checkpoint_load_state(const char *path, nb_optimizer *opt, nb_ckpt_
         size_t total = (size_t)n_state * numel;
         stage = nb_malloc((total ? total : 1) * sizeof(float));
         if (!stage) {
-            st = nb_set_error(NB_STATUS_OOM, "%s: cannot allocate %zu floats for the optimizer state",
+            st = nb_set_error(NB_STATUS_OOM, "%s: out of memory allocating %zu floats for the optimizer state",
                               path, total);
             goto cleanup;
         }
