@@ -3,7 +3,8 @@
  * last.h5/best.h5 pair after a stop between the two writes, temporary files
  * of killed writes, tampered checkpoint attributes, a finished run resumed,
  * damaged image folders, side effects of a failed start, and the smaller
- * messages. Everything runs on a tiny smallcnn (4 steps an epoch). */
+ * messages, damaged image folders. Runs use a tiny smallcnn (4 steps an
+ * epoch). */
 #include <hdf5.h>
 #include <jpeglib.h>
 #include <png.h>
@@ -393,6 +394,105 @@ START_TEST(test_nan_teacher) {
 }
 END_TEST
 
+/* ------------------------------------------- 8: damaged image folders */
+
+static void write_png(const char *path, int seed) {
+    uint8_t px[16 * 16 * 3];
+    for (int i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 7 + seed * 31);
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    img.width = img.height = 16;
+    img.format = PNG_FORMAT_RGB;
+    ck_assert(png_image_write_to_file(&img, path, 0, px, 0, NULL));
+}
+
+static void write_jpeg(const char *path) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    jpeg_stdio_dest(&c, f);
+    c.image_width = c.image_height = 64;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t row[64 * 3];
+    while (c.next_scanline < 64) {
+        for (int x = 0; x < 64 * 3; x++) row[x] = (uint8_t)((x * 5 + (int)c.next_scanline * 11) & 255);
+        JSAMPROW rp = row;
+        jpeg_write_scanlines(&c, &rp, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(f);
+}
+
+/* tmp/name/{train,val}/{ant,bee}/{0,1}.png */
+static const char *make_folder(const char *name) {
+    const char *dir = tmp_path(name);
+    char p[1400];
+    snprintf(p, sizeof p, "rm -rf '%s'", dir);
+    nb_test_sh(p, NULL, 0);
+    static const char *const splits[2] = {"train", "val"}, *const cls[2] = {"ant", "bee"};
+    mkdir(dir, 0755);
+    for (int s = 0; s < 2; s++) {
+        snprintf(p, sizeof p, "%s/%s", dir, splits[s]);
+        mkdir(p, 0755);
+        for (int k = 0; k < 2; k++) {
+            snprintf(p, sizeof p, "%s/%s/%s", dir, splits[s], cls[k]);
+            mkdir(p, 0755);
+            for (int j = 0; j < 2; j++) {
+                snprintf(p, sizeof p, "%s/%s/%s/%d.png", dir, splits[s], cls[k], j);
+                write_png(p, s * 4 + k * 2 + j);
+            }
+        }
+    }
+    return dir;
+}
+
+START_TEST(test_import_folder_damage) {
+    char p[1400], a[4096];
+    const char *dir = make_folder("damaged"), *h5 = tmp_path("damaged.h5");
+    /* a truncated JPEG: refused, or skipped and counted with --skip-bad */
+    snprintf(p, sizeof p, "%s/train/ant/cut.jpg", dir);
+    write_jpeg(p);
+    struct stat sb;
+    ck_assert_int_eq(stat(p, &sb), 0);
+    ck_assert_int_eq(truncate(p, sb.st_size * 6 / 10), 0);
+    snprintf(a, sizeof a, "data import-folder %s %s --size 8", dir, h5);
+    ck_assert_int_eq(cli(a), 2);
+    ck_assert_msg(strstr(out, "cut.jpg: damaged JPEG: Premature end of JPEG file") && strstr(out, "--skip-bad"),
+                  "%s", out);
+    ck_assert(!exists(h5));
+    snprintf(a, sizeof a, "data import-folder %s %s --size 8 --skip-bad", dir, h5);
+    ck_assert_msg(cli(a) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "skipped ") && strstr(out, "cut.jpg") &&
+                      strstr(out, "skipped 1 damaged or undecodable images (train 1, test 0) of 9") &&
+                      strstr(out, "2 classes, 3x8x8, train 4, test 4"),
+                  "%s", out);
+    /* a folder inside a class folder */
+    dir = make_folder("nested");
+    snprintf(p, sizeof p, "%s/train/bee/more", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/train/bee/more/x.png", dir);
+    write_png(p, 9);
+    snprintf(a, sizeof a, "data import-folder %s %s --size 8 --force", dir, h5);
+    ck_assert_int_eq(cli(a), 2);
+    ck_assert_msg(strstr(out, "bee/more: a folder inside a class folder"), "%s", out);
+    /* an empty class folder */
+    dir = make_folder("empty");
+    snprintf(p, sizeof p, "%s/train/cat", dir);
+    mkdir(p, 0755);
+    snprintf(a, sizeof a, "data import-folder %s %s --size 8 --force", dir, h5);
+    ck_assert_int_eq(cli(a), 2);
+    ck_assert_msg(strstr(out, "train/cat: empty class folder"), "%s", out);
+}
+END_TEST
+
 static Suite *reliability_suite(void) {
     Suite *s = suite_create("reliability");
     TCase *tc = tcase_create("defects");
@@ -407,6 +507,7 @@ static Suite *reliability_suite(void) {
     tcase_add_test(tc, test_failed_start_leaves_directory);
     tcase_add_test(tc, test_smaller_messages);
     tcase_add_test(tc, test_nan_teacher);
+    tcase_add_test(tc, test_import_folder_damage);
     suite_add_tcase(s, tc);
     return s;
 }
