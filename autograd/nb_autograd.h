@@ -61,6 +61,16 @@ nb_tensor *nb_tape_tensor(nb_tape *t, int ndim, const int *shape);
 /* Raw scratch memory in the arena (64-byte aligned). */
 void *nb_tape_scratch(nb_tape *t, size_t bytes);
 
+/* A protected call (Lua's luaD_rawrunprotected): runs fn(user) so that an
+ * allocation of the tape failing inside it (an activation, scratch memory,
+ * a node, a gradient) ends the call with NB_STATUS_OOM and a message naming
+ * what could not be allocated, instead of the op's NB_ASSERT. The tape is
+ * then reset and its gradient mode restored; whatever fn changed outside
+ * the tape (batchnorm running statistics, ...) may be half done. Otherwise
+ * returns fn's status. No allocation of the tape may happen inside an
+ * OpenMP parallel region (none does: ops allocate before their loops). */
+nb_status nb_tape_protect(nb_tape *t, nb_status (*fn)(void *user), void *user);
+
 /* Gradient recording on/off (no_grad for evaluation). Returns the old value. */
 int nb_tape_set_grad(nb_tape *t, int enabled);
 

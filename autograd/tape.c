@@ -2,6 +2,7 @@
 #include "nb_autograd.h"
 
 #include <math.h>
+#include <setjmp.h>
 #include <string.h>
 
 /* Gradient buffers of non-parameter tensors come from a pool of blocks
@@ -22,6 +23,7 @@ struct nb_tape {
     pool_block *blocks;
     size_t n_blocks, cap_blocks;
     int grad_enabled;
+    jmp_buf *guard; /* the running nb_tape_protect call, NULL if none */
 };
 
 nb_tape *nb_tape_new(void) {
@@ -53,11 +55,63 @@ void nb_tape_reset(nb_tape *t) {
 
 nb_arena *nb_tape_arena(nb_tape *t) { return t->arena; }
 
-nb_tensor *nb_tape_tensor(nb_tape *t, int ndim, const int *shape) {
-    return nb_tensor_arena(t->arena, ndim, shape);
+static double mib(size_t bytes) { return (double)bytes / 1048576.0; }
+
+/* An allocation of the step failed: inside nb_tape_protect, set a message
+ * naming what (and what the tape already holds) and jump out to it; else
+ * return, so the caller's NB_ASSERT reports it. */
+static void out_of_memory(nb_tape *t, const char *what, size_t bytes) {
+    if (!t->guard) return;
+    nb_set_error(NB_STATUS_OOM,
+                 "out of memory allocating %s (%.1f MiB; this step already holds %.1f MiB of "
+                 "activations and scratch and %.1f MiB of gradients)",
+                 what, mib(bytes), mib(nb_arena_capacity(t->arena)), mib(nb_tape_pool_bytes(t)));
+    longjmp(*t->guard, 1);
 }
 
-void *nb_tape_scratch(nb_tape *t, size_t bytes) { return nb_arena_alloc(t->arena, bytes); }
+/* "a (256, 64, 32, 32) tensor" */
+static void tensor_what(char *buf, size_t n, const char *kind, int ndim, const int *shape) {
+    nb_tensor shown;
+    char s[96];
+    nb_tensor_wrap(&shown, NULL, ndim, shape);
+    snprintf(buf, n, "%s %s", kind, nb_shape_str(&shown, s, sizeof s));
+}
+
+nb_tensor *nb_tape_tensor(nb_tape *t, int ndim, const int *shape) {
+    nb_tensor *x = nb_tensor_arena(t->arena, ndim, shape);
+    if (!x && t->guard) {
+        char what[160];
+        tensor_what(what, sizeof what, "a tensor", ndim, shape);
+        out_of_memory(t, what, nb_shape_numel(ndim, shape) * sizeof(float));
+    }
+    return x;
+}
+
+void *nb_tape_scratch(nb_tape *t, size_t bytes) {
+    void *p = nb_arena_alloc(t->arena, bytes);
+    if (!p) out_of_memory(t, "scratch memory", bytes);
+    return p;
+}
+
+nb_status nb_tape_protect(nb_tape *t, nb_status (*fn)(void *user), void *user) {
+    jmp_buf here, *const outer = t->guard;
+    const int grad = t->grad_enabled;
+    nb_status st;
+    t->guard = &here;
+    if (setjmp(here) == 0) {
+        st = fn(user);
+    } else {
+        /* Everything the step made lives in the tape: forget it (the
+         * reset may try to allocate too, and overwrite the message). */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nb_last_error());
+        t->grad_enabled = grad;
+        nb_tape_reset(t);
+        st = nb_set_error(NB_STATUS_OOM, "%s", msg);
+    }
+    t->guard = outer;
+    return st;
+}
 
 int nb_tape_set_grad(nb_tape *t, int enabled) {
     int old = t->grad_enabled;
@@ -76,6 +130,7 @@ nb_node *nb_tape_record(nb_tape *t, const nb_op_def *op, nb_tensor *out, nb_tens
     if (t->n_nodes == t->cap_nodes) {
         size_t cap = t->cap_nodes ? 2 * t->cap_nodes : 256;
         nb_node *n = nb_realloc(t->nodes, cap * sizeof *n);
+        if (!n) out_of_memory(t, "the tape's node list", cap * sizeof *n);
         if (!n) return NULL;
         t->nodes = n;
         t->cap_nodes = cap;
@@ -126,6 +181,11 @@ float *nb_tape_grad_fresh(nb_tape *tape, nb_tensor *t, int *fresh) {
     if (t->grad) return t->grad;
     NB_ASSERT(!t->is_param, "parameter %s has no gradient buffer", t->name ? t->name : "?");
     float *g = pool_get(tape, t->numel * sizeof(float));
+    if (!g) {
+        char what[160];
+        tensor_what(what, sizeof what, "the gradient of a", t->ndim, t->shape);
+        out_of_memory(tape, what, t->numel * sizeof(float));
+    }
     NB_ASSERT(g, "out of memory for a gradient of %zu floats", t->numel);
     t->grad = g;
     t->grad_pooled = 1;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 static _Thread_local char err_buf[2048];
+static _Thread_local nb_status err_status;
 
 static const char *const status_names[] = {
     [NB_OK] = "ok",
@@ -27,10 +28,13 @@ nb_status nb_set_error(nb_status s, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err_buf, sizeof err_buf, fmt, ap);
     va_end(ap);
+    err_status = s;
     return s;
 }
 
 const char *nb_last_error(void) { return err_buf; }
+
+nb_status nb_last_status(void) { return err_buf[0] ? err_status : NB_STATUS_INTERNAL; }
 
 void nb_clear_error(void) { err_buf[0] = '\0'; }
 

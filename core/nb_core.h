@@ -46,6 +46,9 @@ nb_status nb_set_error(nb_status s, const char *fmt, ...)
 /* The last message set on this thread ("" if none). Borrowed, valid until the
  * next nb_set_error on this thread. */
 const char *nb_last_error(void);
+/* The status that message was set with, for callers of functions that
+ * return NULL on error (NB_STATUS_INTERNAL when there is no message). */
+nb_status nb_last_status(void);
 void nb_clear_error(void);
 
 /* Programmer errors: always on, prints file:line and the message, aborts. */

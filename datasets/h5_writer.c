@@ -20,6 +20,7 @@ struct nb_h5_writer {
     size_t count[2], done[2];
     size_t example_bytes;
     int C, H, W;
+    int may_shrink;
     nb_pixel_stats stats;  /* over the train split */
 };
 
@@ -79,6 +80,7 @@ nb_status nb_h5_writer_create(const char *path, const nb_h5_writer_meta *m, nb_h
     w->C = m->C;
     w->H = m->H;
     w->W = m->W;
+    w->may_shrink = m->may_shrink;
     w->example_bytes = (size_t)m->C * (size_t)m->H * (size_t)m->W;
     nb_pixel_stats_init(&w->stats, m->C);
     size_t plen = strlen(path);
@@ -149,11 +151,18 @@ nb_status nb_h5_writer_append(nb_h5_writer *w, int split, const uint8_t *images,
 }
 
 nb_status nb_h5_writer_finish(nb_h5_writer *w) {
-    NB_ASSERT(w->done[0] == w->count[0] && w->done[1] == w->count[1],
+    NB_ASSERT(w->may_shrink || (w->done[0] == w->count[0] && w->done[1] == w->count[1]),
               "finish before all examples were appended");
     nb_h5_quiet q;
     nb_h5_quiet_begin(&q);
     nb_status st = NB_OK;
+    for (int s = 0; s < 2 && st == NB_OK; s++) {
+        if (w->done[s] == w->count[s]) continue;
+        /* chunked: the extent may shrink below the created one */
+        hsize_t dims[4] = {w->done[s], (hsize_t)w->C, (hsize_t)w->H, (hsize_t)w->W};
+        if (H5Dset_extent(w->img[s], dims) < 0) st = h5_fail(w, "shrink the images dataset");
+        w->count[s] = w->done[s];
+    }
     float mean[4], std[4];
     nb_pixel_stats_get(&w->stats, mean, std);
     if (!nb_h5_write_attr(w->file, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, (hsize_t)w->C, mean) ||

@@ -1,6 +1,8 @@
 /* JPEG (libjpeg-turbo) and PNG (libpng) decoding to interleaved RGB, and
  * PNG writing. Library errors become nb_status messages naming the file;
- * libjpeg's default exit()-on-error and its stderr warnings are replaced. */
+ * libjpeg's default exit()-on-error and its stderr warnings are replaced.
+ * A warning about corrupt image data (a truncated file, a bad CRC) makes
+ * the image an error ("damaged"): the libraries would decode on with gray. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@ typedef struct {
     struct jpeg_error_mgr pub; /* first: libjpeg casts cinfo->err to this */
     jmp_buf jump;
     char msg[JMSG_LENGTH_MAX];
+    char warning[JMSG_LENGTH_MAX]; /* the first corrupt-data warning, "" if none */
 } jpeg_err;
 
 static void jpeg_fail(j_common_ptr c) {
@@ -27,6 +30,15 @@ static void jpeg_fail(j_common_ptr c) {
 
 static void jpeg_silent(j_common_ptr c) { (void)c; }
 
+/* Level -1 is a warning about corrupt data ("Premature end of JPEG file"
+ * for a truncated one): libjpeg decodes on with gray, so keep the first one
+ * to refuse the image; other levels are trace messages. */
+static void jpeg_emit(j_common_ptr c, int level) {
+    jpeg_err *e = (jpeg_err *)c->err;
+    if (level >= 0) return;
+    if (c->err->num_warnings++ == 0) (*c->err->format_message)(c, e->warning);
+}
+
 static nb_status decode_jpeg(const char *path, const uint8_t *buf, size_t len, uint8_t **pixels,
                              int *w, int *h) {
     struct jpeg_decompress_struct cinfo;
@@ -36,6 +48,8 @@ static nb_status decode_jpeg(const char *path, const uint8_t *buf, size_t len, u
     cinfo.err = jpeg_std_error(&err.pub);
     err.pub.error_exit = jpeg_fail;
     err.pub.output_message = jpeg_silent;
+    err.pub.emit_message = jpeg_emit;
+    err.warning[0] = '\0';
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         nb_free(out);
@@ -80,6 +94,10 @@ static nb_status decode_jpeg(const char *path, const uint8_t *buf, size_t len, u
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     nb_free(row);
+    if (err.pub.num_warnings) {
+        nb_free(out);
+        return nb_set_error(NB_STATUS_BAD_INPUT, "%s: damaged JPEG: %s", path, err.warning);
+    }
     *pixels = out;
     *w = (int)W;
     *h = (int)H;
@@ -109,6 +127,15 @@ static nb_status decode_png(const char *path, const uint8_t *buf, size_t len, ui
         nb_free(out);
         png_image_free(&img);
         return nb_set_error(NB_STATUS_BAD_INPUT, "%s: cannot decode PNG: %s", path, img.message);
+    }
+    /* Warnings about ancillary chunks (lower-case first letter: "iCCP:
+     * known incorrect sRGB profile") concern metadata; any other warning
+     * is about the image data. */
+    if ((img.warning_or_error & PNG_IMAGE_WARNING) &&
+        !(img.message[0] >= 'a' && img.message[0] <= 'z' && img.message[4] == ':')) {
+        nb_free(out);
+        png_image_free(&img);
+        return nb_set_error(NB_STATUS_BAD_INPUT, "%s: damaged PNG: %s", path, img.message);
     }
     *pixels = out;
     *w = (int)img.width;

@@ -7,7 +7,9 @@
  * ImageFolder); val/test classes must be among them. Each image is center-
  * cropped to a square and resized to size x size with an antialiased
  * bilinear filter. Train is shuffled with the seed unless shuffle = 0;
- * test keeps class-then-name order. Decoding runs in parallel, in blocks
+ * test keeps class-then-name order. Nothing is dropped silently: an empty
+ * class folder, a folder inside a class folder and a damaged image are
+ * errors (damaged images are skipped and logged with skip_bad). Decoding runs in parallel, in blocks
  * of one HDF5 chunk (256 images), the write order stays deterministic. */
 #include <dirent.h>
 #include <errno.h>
@@ -85,7 +87,13 @@ static nb_status list_dir(const char *dir, int want_dirs, strlist *out) {
             st = NB_STATUS_BAD_INPUT;
             break;
         }
-        int ok = want_dirs ? is_dir(p) : (is_image_name(e->d_name) && !is_dir(p));
+        if (!want_dirs && is_dir(p)) {
+            st = nb_set_error(NB_STATUS_BAD_INPUT,
+                              "%s: a folder inside a class folder (nested folders are not imported; "
+                              "HINT: move its images up into %s)", p, dir);
+            break;
+        }
+        int ok = want_dirs ? is_dir(p) : is_image_name(e->d_name);
         if (ok && !push(out, e->d_name)) {
             st = NB_STATUS_OOM;
             break;
@@ -120,6 +128,10 @@ static nb_status list_split(const char *root, const strlist *classes, int is_tra
             break;
         }
         st = list_dir(p, 0, &files);
+        if (st == NB_OK && files.n == 0)
+            st = nb_set_error(NB_STATUS_BAD_INPUT,
+                              "%s: empty class folder (no .jpg, .jpeg or .png images; HINT: remove "
+                              "it or add images)", p);
         for (size_t k = 0; k < files.n && st == NB_OK; k++) {
             if (n == cap) {
                 cap = cap ? 2 * cap : 1024;
@@ -199,9 +211,11 @@ done:
     return st;
 }
 
-/* Decode one split block by block in parallel and append it to w. */
+/* Decode one split block by block in parallel and append it to w; with
+ * skip_bad, images that fail are logged, counted in *skipped and left out. */
 static nb_status import_split(nb_h5_writer *w, int split, const entry *v, size_t n, int S,
-                              int threads, size_t *done, size_t total, const nb_import_opts *o) {
+                              int threads, size_t *done, size_t total, const nb_import_opts *o,
+                              size_t *skipped) {
     size_t eb = 3 * (size_t)S * (size_t)S;
     uint8_t *images = nb_malloc(BLOCK * eb), labels[BLOCK];
     nb_status *sts = nb_malloc(BLOCK * sizeof(nb_status));
@@ -216,12 +230,23 @@ static nb_status import_split(nb_h5_writer *w, int split, const entry *v, size_t
             if (sts[k] != NB_OK) snprintf(msgs[k], 512, "%s", nb_last_error());
             labels[k] = v[first + (size_t)k].label;
         }
-        for (long k = 0; k < m; k++) /* report the first failure in file order */
-            if (sts[k] != NB_OK) {
-                st = nb_set_error(sts[k], "%s", msgs[k]);
-                break;
+        long kept = 0;
+        for (long k = 0; k < m && st == NB_OK; k++) { /* the first failure in file order */
+            if (sts[k] == NB_OK) {
+                if (kept != k) {
+                    memmove(images + (size_t)kept * eb, images + (size_t)k * eb, eb);
+                    labels[kept] = labels[k];
+                }
+                kept++;
+            } else if (o->skip_bad && sts[k] == NB_STATUS_BAD_INPUT) {
+                nb_log(NB_LOG_WARN, "skipped %s", msgs[k]);
+                (*skipped)++;
+            } else {
+                st = nb_set_error(sts[k], "%s%s", msgs[k],
+                                  sts[k] == NB_STATUS_BAD_INPUT ? " (HINT: --skip-bad skips such images)" : "");
             }
-        if (st == NB_OK) st = nb_h5_writer_append(w, split, images, labels, (size_t)m);
+        }
+        if (st == NB_OK) st = nb_h5_writer_append(w, split, images, labels, (size_t)kept);
         *done += (size_t)m;
         if (o->progress) o->progress(*done, total, o->progress_user);
     }
@@ -297,12 +322,20 @@ nb_status nb_import_folder(const char *dir, const char *out, const nb_import_opt
     }
     nb_h5_writer_meta m = {.name = name, .source = source, .classes = (int)classes.n,
                            .class_names = (const char *const *)classes.v, .C = 3, .H = o.size,
-                           .W = o.size, .count = {n[0], n[1]}, .overwrite = o.overwrite};
+                           .W = o.size, .count = {n[0], n[1]}, .overwrite = o.overwrite,
+                           .may_shrink = o.skip_bad};
     if ((st = nb_h5_writer_create(out, &m, &w)) != NB_OK) goto done;
     int threads = o.threads > 0 ? o.threads : nb_get_threads();
-    size_t done_n = 0;
-    for (int s = 0; s < 2 && st == NB_OK; s++)
-        st = import_split(w, s, sp[s], n[s], o.size, threads, &done_n, n[0] + n[1], &o);
+    size_t done_n = 0, skipped[2] = {0, 0};
+    for (int s = 0; s < 2 && st == NB_OK; s++) {
+        st = import_split(w, s, sp[s], n[s], o.size, threads, &done_n, n[0] + n[1], &o, &skipped[s]);
+        if (st == NB_OK && skipped[s] == n[s])
+            st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: every one of its %zu images was skipped",
+                              s ? test_dir : train_dir, n[s]);
+    }
+    if (st == NB_OK && skipped[0] + skipped[1])
+        nb_log(NB_LOG_WARN, "%s: skipped %zu damaged or undecodable images (train %zu, test %zu) of %zu",
+               dir, skipped[0] + skipped[1], skipped[0], skipped[1], n[0] + n[1]);
     if (st == NB_OK) st = nb_h5_writer_finish(w);
     else nb_h5_writer_abort(w);
 done:

@@ -47,8 +47,10 @@ typedef struct {
     int classes;
     const char *const *class_names;
     int C, H, W;
-    size_t count[2]; /* train, test */
+    size_t count[2]; /* train, test: at most that many */
     int overwrite;
+    int may_shrink;  /* finish may come with fewer examples appended than
+                        count (skipped inputs): the file has the appended */
 } nb_h5_writer_meta;
 nb_status nb_h5_writer_create(const char *path, const nb_h5_writer_meta *m, nb_h5_writer **out);
 /* Append n examples (n, C, H, W) + labels to split 0 (train) or 1 (test);

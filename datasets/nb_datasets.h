@@ -164,6 +164,8 @@ typedef struct {
     uint64_t seed;      /* ... with this seed (default 0) */
     int threads;        /* decoding threads (default nb_get_threads()) */
     int overwrite;      /* replace an existing output file (default 0) */
+    int skip_bad;       /* import-folder: skip images that do not decode or
+                           are damaged, each logged (default 0: an error) */
     nb_import_progress_fn progress;
     void *progress_user;
 } nb_import_opts;
@@ -181,7 +183,10 @@ nb_status nb_import_cifar10(const char *dir, const char *out, const nb_import_op
  * dir/test/<class>/); images are JPEG or PNG (by content), RGB or gray,
  * center-cropped to a square and resized to o->size with an antialiased
  * bilinear (triangle) filter. Classes are the sorted names of dir/train's
- * subfolders. See docs/datasets.md. */
+ * subfolders. A damaged image (a decoder warning), an empty class folder
+ * and a folder inside a class folder are errors naming the path (with
+ * o->skip_bad, damaged or undecodable images are skipped and logged). See
+ * docs/datasets.md. */
 nb_status nb_import_folder(const char *dir, const char *out, const nb_import_opts *o);
 
 /* ------------------------------------------------------- images, sheets */

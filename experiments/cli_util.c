@@ -5,7 +5,11 @@
 
 #include "nb_cli.h"
 
-int nb_cli_exit_code(nb_status st) { return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO ? 2 : 1; }
+/* Out of memory is an input-size problem (batch size, threads, image size),
+ * so it shares bad input's code. */
+int nb_cli_exit_code(nb_status st) {
+    return st == NB_STATUS_BAD_INPUT || st == NB_STATUS_IO || st == NB_STATUS_OOM ? 2 : 1;
+}
 
 int nb_cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out) {
     char *end;

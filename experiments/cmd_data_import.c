@@ -24,7 +24,7 @@ static void cifar_usage(FILE *f) {
 static void folder_usage(FILE *f) {
     fprintf(f,
             "usage: nibble data import-folder DIR OUT.h5 --size S [--name NAME] [--no-shuffle]\n"
-            "                                 [--seed N] [--threads N] [--force]\n"
+            "                                 [--seed N] [--threads N] [--skip-bad] [--force]\n"
             "\n"
             "Imports ImageNet-style class folders:\n"
             "  DIR/train/<class>/<image>    train split\n"
@@ -32,13 +32,18 @@ static void folder_usage(FILE *f) {
             "Images are JPEG or PNG (.jpg, .jpeg, .png, any case; decoded by content), RGB or\n"
             "gray; hidden files are skipped. Classes are the sorted folder names under\n"
             "DIR/train; val/test classes must be among them. Each image is center-cropped to\n"
-            "a square and resized to SxS with an antialiased bilinear filter.\n"
+            "a square and resized to SxS with an antialiased bilinear filter. Nothing is\n"
+            "dropped silently: a damaged image (a truncated JPEG, a bad PNG checksum: any\n"
+            "decoder warning about the image data), an empty class folder and a folder\n"
+            "inside a class folder are errors naming the path.\n"
             "\n"
             "  --size S       output height = width in pixels (required)\n"
             "  --name NAME    the file's name attribute (default: DIR's base name)\n"
             "  --no-shuffle   keep train in class/file-name order (default: shuffled once)\n"
             "  --seed N       seed of that shuffle (default 0)\n"
             "  --threads N    decoding threads (default 2)\n"
+            "  --skip-bad     skip damaged or undecodable images, each named on stderr, and\n"
+            "                 report how many were skipped\n"
             "  --force        replace OUT.h5 if it exists\n");
 }
 
@@ -51,17 +56,19 @@ static int run_import(int argc, char **argv, int folder) {
         {"name", required_argument, 0, 'n'},  {"size", required_argument, 0, 's'},
         {"no-shuffle", no_argument, 0, 'S'},  {"seed", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
+        {"skip-bad", no_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c;
     long v;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (!folder && (c == 's' || c == 'S' || c == 'r' || c == 't')) c = '?';
+        if (!folder && (c == 's' || c == 'S' || c == 'r' || c == 't' || c == 'B')) c = '?';
         switch (c) {
         case 'n': o.name = optarg; break;
         case 'f': o.overwrite = 1; break;
         case 'S': o.shuffle = 0; break;
+        case 'B': o.skip_bad = 1; break;
         case 's':
             if (!nb_data_parse_long(cmd, "--size", optarg, 1, 4096, &v)) return 2;
             o.size = (int)v;

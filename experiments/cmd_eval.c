@@ -1,5 +1,6 @@
 /* `nibble eval CHECKPOINT [--data FILE] [--split S] [--json]`. */
 #include <getopt.h>
+#include <math.h>
 #include <string.h>
 
 #include "nb_cli.h"
@@ -17,7 +18,32 @@ static void eval_usage(FILE *f) {
             "  --split S     test (default) or train\n"
             "  --batch N     batch size (default 256)\n"
             "  --threads N   worker threads (default: the config's)\n"
-            "  --json        one JSON object with keys top1, top5 (fractions), loss, n\n");
+            "  --json        one JSON object with keys top1, top5 (fractions), loss (null\n"
+            "                when NaN or Inf), n, nonfinite (images with NaN or Inf logits)\n"
+            "\n"
+            "--data must have the model's number of classes. Images whose logits are not\n"
+            "finite count as wrong; when there are any, the result is printed and the exit\n"
+            "status is 1. Exit codes: 0 success, 2 bad usage or bad input (or out of\n"
+            "memory), 1 non-finite logits or internal failure.\n");
+}
+
+/* The result line, or one JSON object; a NaN or Inf loss is JSON null. */
+static void print_result(const nb_eval_result *r, int json, const char *ckpt, const char *data,
+                         const char *split) {
+    char loss[32];
+    if (json) {
+        if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.6f", r->loss);
+        else snprintf(loss, sizeof loss, "null");
+        printf("{\"top1\": %.6f, \"top5\": %.6f, \"loss\": %s, \"n\": %ld, \"nonfinite\": %ld}\n",
+               r->top1, r->top5, loss, r->n, r->nonfinite);
+        return;
+    }
+    if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.4f", r->loss);
+    else snprintf(loss, sizeof loss, "%s", isnan(r->loss) ? "NaN" : "Inf");
+    printf("%s on %s (%s): top-1 %.2f%% top-5 %.2f%% loss %s (%ld images", ckpt, data, split,
+           100.0 * r->top1, 100.0 * r->top5, loss, r->n);
+    if (r->nonfinite) printf(", %ld with NaN or Inf logits", r->nonfinite);
+    printf(")\n");
 }
 
 int nb_cmd_eval(int argc, char **argv) {
@@ -79,8 +105,11 @@ int nb_cmd_eval(int argc, char **argv) {
     /* Only cfg's model settings and seed shape the model, not the --data change above. */
     st = nb_model_from_config(&cfg, ckpt, nb_dataset_channels(ds), nb_loader_out_h(l), &m);
     if (st != NB_OK) goto done;
-    if (m->opts.num_classes < nb_dataset_classes(ds)) {
-        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s has %d classes, the model in %s only %d",
+    /* Another data file must have exactly the model's classes (with fewer,
+     * top-5 of a model with up to 5 more classes means nothing). */
+    if (data ? m->opts.num_classes != nb_dataset_classes(ds)
+             : m->opts.num_classes < nb_dataset_classes(ds)) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s has %d classes, the model in %s has %d",
                           cfg.data.path, nb_dataset_classes(ds), ckpt, m->opts.num_classes);
         goto done;
     }
@@ -98,10 +127,13 @@ done:
         fprintf(stderr, "nibble eval: %s\n", nb_last_error());
         return nb_cli_exit_code(st);
     }
-    if (json)
-        printf("{\"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"n\": %ld}\n", r.top1, r.top5, r.loss, r.n);
-    else
-        printf("%s on %s (%s): top-1 %.2f%% top-5 %.2f%% loss %.4f (%ld images)\n", ckpt, cfg.data.path,
-               split, 100.0 * r.top1, 100.0 * r.top5, r.loss, r.n);
+    print_result(&r, json, ckpt, cfg.data.path, split);
+    if (r.nonfinite) {
+        fprintf(stderr,
+                "nibble eval: %ld of %ld images gave NaN or Inf logits (counted as wrong): the "
+                "weights in %s are not finite (HINT: a diverged run; evaluate an earlier checkpoint)\n",
+                r.nonfinite, r.n, ckpt);
+        return 1;
+    }
     return 0;
 }

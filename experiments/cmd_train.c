@@ -20,17 +20,23 @@ static void train_usage(FILE *f) {
             "  --resume RUN_DIR  continue that run from its last.h5, exactly where it\n"
             "                    stopped; without CONFIG the run's own config is used\n"
             "\n"
-            "Ctrl-C finishes the current step, writes last.h5 and exits with status 130;\n"
-            "a NaN or Inf loss stops the run (status 1) and keeps the last good last.h5.\n"
-            "Exit codes: 0 success, 2 bad usage or bad input, 1 failure, 130 interrupted.\n");
+            "Ctrl-C (SIGINT), SIGTERM and SIGHUP finish the current step, write last.h5 and\n"
+            "exit with status 130, 143 and 129; a second one of the same kind kills at once.\n"
+            "A NaN or Inf loss stops the run (status 1) and keeps the last good last.h5.\n"
+            "Resuming a finished run says so and exits with status 0.\n"
+            "Exit codes: 0 success, 2 bad usage or bad input (or out of memory), 1 failure,\n"
+            "130 SIGINT, 143 SIGTERM, 129 SIGHUP.\n");
 }
 
 static volatile sig_atomic_t stop_flag;
 
-static void on_sigint(int sig) {
-    (void)sig;
-    stop_flag = 1; /* a second Ctrl-C kills: SA_RESETHAND restored the default */
+/* SIGINT, SIGTERM (kill, systemd, docker, SLURM) and SIGHUP: the signal's
+ * number, so the exit status can be 128 + it. */
+static void on_stop_signal(int sig) {
+    stop_flag = sig; /* a second one kills: SA_RESETHAND restored the default */
 }
+
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
 
 int nb_cmd_train(int argc, char **argv) {
     static const struct option longopts[] = {{"set", required_argument, 0, 's'},
@@ -83,21 +89,29 @@ int nb_cmd_train(int argc, char **argv) {
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_stop_signal;
     sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        sigaction(stop_signals[i], &sa, NULL);
 
     nb_train_opts o = nb_train_opts_default();
     o.resume_dir = resume;
     o.stop = &stop_flag;
     nb_train_result r;
     st = nb_train(&cfg, &o, &r);
-    signal(SIGINT, SIG_DFL);
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        signal(stop_signals[i], SIG_DFL);
     if (st != NB_OK) {
         fprintf(stderr, "nibble train: %s\n", nb_last_error());
-        if (st == NB_STATUS_INTERRUPTED) return 130;
+        if (st == NB_STATUS_INTERRUPTED) return 128 + (stop_flag ? (int)stop_flag : SIGINT);
         return nb_cli_exit_code(st);
+    }
+    if (r.complete) {
+        printf("%s: this run is already complete (%d of %d epochs, best test top-1 %.2f%%); "
+               "checkpoint %s/last.h5. HINT: --set train.epochs=N trains it further\n",
+               cfg.name, r.epochs_done, cfg.train.epochs, 100.0 * r.best_top1, r.run_dir);
+        return 0;
     }
     printf("%s: test top-1 %.2f%% top-5 %.2f%% loss %.4f (%ld images) after %d epochs, best top-1 "
            "%.2f%%, %.1f s; checkpoint %s/last.h5\n",

@@ -87,7 +87,10 @@ static nb_status get_number(const char *src, const char *path, const nb_cfg_key 
     char expected[96];
     nb_cfg_describe(k, expected, sizeof expected);
     int integer = nb_cfg_is_integer(k);
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(src, path, expected, v, NULL);
+    if (cJSON_IsNumber(v) && !isfinite(v->valuedouble)) /* 1e999: cJSON prints it as null */
+        return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: expected %s, got a number beyond the range "
+                            "of a double", src, path, expected);
+    if (!cJSON_IsNumber(v)) return bad_value(src, path, expected, v, NULL);
     double d = v->valuedouble;
     if ((integer && d != floor(d)) || !nb_cfg_in_range(k, d)) return bad_value(src, path, expected, v, NULL);
     int fits = 1;

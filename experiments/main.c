@@ -1,4 +1,5 @@
 /* The nibble command line: dispatches `nibble COMMAND ...` through a table. */
+#include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,11 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* HDF5 1.10 cannot recover from a file whose close failed (a full disk
+     * under a dataset import): its exit handler would close it again and
+     * crash. Every command closes what it opened, so the process needs no
+     * exit handler; this must come before any other HDF5 call. */
+    H5dont_atexit();
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -1,6 +1,6 @@
 /* Commands of the nibble CLI. Each takes argv with argv[0] = the command
- * name and returns the process exit code: 0 success, 2 bad usage or bad
- * input, 1 internal failure. */
+ * name and returns the process exit code: 0 success, 2 bad usage, bad
+ * input or out of memory, 1 internal failure. */
 #ifndef NB_CLI_H
 #define NB_CLI_H
 
@@ -17,8 +17,8 @@ int nb_cmd_inspect(int argc, char **argv);
 int nb_cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 int nb_cmd_data(int argc, char **argv);
 
-/* The exit code for a failed status: 2 for bad input or unreadable files,
- * 1 otherwise. */
+/* The exit code for a failed status: 2 for bad input, unreadable files or
+ * out of memory, 1 otherwise. */
 int nb_cli_exit_code(nb_status st);
 
 #endif

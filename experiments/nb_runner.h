@@ -24,13 +24,19 @@ typedef struct {
     double top1, top5; /* fractions in [0, 1] */
     double loss;       /* mean cross-entropy (no label smoothing) */
     long n;            /* examples seen */
+    long nonfinite;    /* examples with a NaN or Inf logit (counted as wrong;
+                          the loss is then NaN or Inf too) */
 } nb_eval_result;
 
 /* Count, for logits (N, K) and labels (N), the examples whose label is the
  * arg-max (*top1) and among the 5 largest logits (*top5; all of them when
  * K <= 5). Ties count against the label: a logit equal to the label's and
- * earlier in the row ranks above it. */
+ * earlier in the row ranks above it. A row with a NaN or Inf logit is
+ * never correct. */
 void nb_topk_correct(const nb_tensor *logits, const int32_t *labels, long *top1, long *top5);
+
+/* Rows of logits (N, K) with at least one NaN or Inf. */
+long nb_nonfinite_rows(const nb_tensor *logits);
 
 /* One pass of the loader's current epoch in eval mode without gradients
  * (the model's train flag is restored). The tape is reset after each batch.
@@ -43,7 +49,7 @@ typedef struct {
     const char *resume_dir;  /* continue the run in this directory from its
                                 last.h5 (NULL: a fresh run; an existing
                                 last.h5 in output.dir is then an error) */
-    volatile sig_atomic_t *stop; /* when it becomes non-zero (SIGINT), the
+    volatile sig_atomic_t *stop; /* when it becomes non-zero (a signal), the
                                 current step finishes, last.h5 is written
                                 and nb_train returns NB_STATUS_INTERRUPTED */
     FILE *progress;          /* progress bar / log lines (default stderr) */
@@ -59,6 +65,8 @@ typedef struct {
     nb_eval_result last;     /* test metrics after the last epoch run */
     double best_top1;        /* best test top-1 of the run (-1: none) */
     double seconds;          /* wall time of this call */
+    int complete;            /* resumed a run that had already done its
+                                epochs: nothing was trained or evaluated */
     char run_dir[NB_CFG_PATH_MAX];
 } nb_train_result;
 

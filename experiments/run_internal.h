@@ -23,4 +23,15 @@ nb_status nb_run_calibrate(const nb_config *c, nb_model *m, nb_dataset *train, n
 /* The config's schedule in optimizer steps. */
 nb_status nb_run_schedule(const nb_config *c, long steps_per_epoch, nb_schedule *s);
 
+/* run_dir.c: remove the temporary files ("NAME.tmp-PID") of writes that a
+ * kill stopped, from dir (those of live processes stay); returns how many. */
+int nb_run_remove_stale_tmp(const char *dir);
+/* Write best.h5 from last.h5 (meta: last.h5's) when the run stopped between
+ * the last.h5 and best.h5 writes of its best epoch; NB_OK when nothing was
+ * due. */
+nb_status nb_run_repair_best(const char *last, const char *best, const nb_ckpt_meta *meta);
+/* NB_STATUS_BAD_INPUT naming last when meta's position does not fit an
+ * epoch of steps_per_epoch steps. */
+nb_status nb_run_check_position(const char *last, const nb_ckpt_meta *meta, long steps_per_epoch);
+
 #endif

@@ -19,7 +19,7 @@ nb_status nb_model_from_config(const nb_config *c, const char *ckpt, int C, int 
     nb_rng rng;
     nb_rng_seed(&rng, c->seed, 0);
     nb_model *m = nb_config_build_model(c, C, size, c->model.num_classes, &rng);
-    if (!m) return NB_STATUS_BAD_INPUT;
+    if (!m) return nb_last_status();
     nb_status st = nb_config_quantize_model(c, m);
     if (st == NB_OK) st = nb_checkpoint_load_model(ckpt, m, 1);
     /* Always: it also refuses a quantized file for an FP32 model. */

@@ -154,7 +154,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         return nb_set_error(NB_STATUS_BAD_INPUT, "%s: model.num_classes is %d but %s has %d classes",
                             c->source, c->model.num_classes, c->data.path, classes);
     nb_rng_seed(&r->rng, c->seed, 0);
-    if (!(r->m = nb_config_build_model(c, C, size, classes, &r->rng))) return NB_STATUS_BAD_INPUT;
+    if (!(r->m = nb_config_build_model(c, C, size, classes, &r->rng))) return nb_last_status();
     if (nb_quant_enabled(&c->quant) && c->quant.fold_bn)
         return nb_set_error(NB_STATUS_BAD_INPUT,
                             "%s: quant.fold_bn: a model with folded batchnorm cannot train (QAT keeps "
@@ -171,7 +171,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
     if (!(r->config_json = nb_config_to_json(&r->eff))) return NB_STATUS_OOM;
     snprintf(r->last, sizeof r->last, "%s/last.h5", r->dir);
     snprintf(r->best, sizeof r->best, "%s/best.h5", r->dir);
-    if (!(r->opt = nb_run_optimizer(c, r->m))) return NB_STATUS_BAD_INPUT;
+    if (!(r->opt = nb_run_optimizer(c, r->m))) return nb_last_status();
     r->spe = (long)nb_loader_batches_per_epoch(r->ltr);
     if ((st = nb_run_schedule(c, r->spe, &r->sched)) != NB_OK) return st;
     if (!(r->tape = nb_tape_new())) return NB_STATUS_OOM;
@@ -185,6 +185,8 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         if ((st = nb_checkpoint_load_state(r->last, r->opt, &r->meta)) != NB_OK) return st;
         nb_free((void *)r->meta.config_json);
         r->meta.config_json = NULL;
+        if ((st = nb_run_check_position(r->last, &r->meta, r->spe)) != NB_OK) return st;
+        if ((st = nb_run_repair_best(r->last, r->best, &r->meta)) != NB_OK) return st;
         r->rng = r->meta.rng;
         r->saved_step = r->meta.step;
     } else {
@@ -193,6 +195,11 @@ static nb_status setup(run *r, const nb_train_opts *o) {
                                 "%s already holds a run (last.h5): resume it with --resume %s, or "
                                 "choose another directory with --set output.dir=...",
                                 r->dir, r->dir);
+        if (file_exists(r->best))
+            return nb_set_error(NB_STATUS_BAD_INPUT,
+                                "%s already holds best.h5 (of another run?) but no last.h5: move it "
+                                "away, or choose another directory with --set output.dir=...",
+                                r->dir);
         if (c->init.checkpoint[0] &&
             (st = nb_checkpoint_load_model(c->init.checkpoint, r->m, c->init.strict)) != NB_OK)
             return st;
@@ -248,6 +255,17 @@ static nb_status numeric_stop(run *r, const char *what, double v) {
                         step, epoch, batch, what, v, r->last, r->saved_step);
 }
 
+/* The teacher's logits were NaN or Inf: its weights are the cause, not the
+ * student's learning rate. */
+static nb_status teacher_stop(run *r) {
+    return nb_set_error(NB_STATUS_NUMERIC,
+                        "step %ld (epoch %d, batch %ld): the logits of the distillation teacher %s "
+                        "are NaN or Inf; stopping. HINT: its weights are not finite (check it with "
+                        "nibble eval)",
+                        r->meta.step + 1, r->meta.epoch + 1, r->meta.step_in_epoch + 1,
+                        r->c->train.distill.teacher);
+}
+
 /* One optimizer step on the batch (x, y, n). */
 static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float lr) {
     const nb_train_config *t = &r->c->train;
@@ -258,6 +276,7 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
         int had = nb_tape_set_grad(tape, 0);
         nb_tensor *tl = nb_model_forward(r->teacher, tape, x);
         nb_tape_set_grad(tape, had);
+        if (nb_nonfinite_rows(tl)) return teacher_stop(r);
         logits = nb_model_forward(r->m, tape, x);
         loss = nb_distill_loss(tape, logits, y, tl->data, t->distill.temperature, t->distill.weight,
                                t->label_smoothing);
@@ -282,6 +301,36 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
     r->meta.train_seen += n;
     nb_tape_reset(tape);
     return NB_OK;
+}
+
+/* train_step as a protected call of the tape: out of memory in an op is a
+ * message with a hint, not an abort. */
+typedef struct {
+    run *r;
+    nb_tensor *x;
+    const int32_t *y;
+    int n;
+    float lr;
+} step_args;
+
+static nb_status step_fn(void *user) {
+    step_args *a = user;
+    return train_step(a->r, a->x, a->y, a->n, a->lr);
+}
+
+static nb_status protected_step(run *r, nb_tensor *x, const int32_t *y, int n, float lr) {
+    step_args a = {r, x, y, n, lr};
+    nb_status st = nb_tape_protect(r->tape, step_fn, &a);
+    if (st != NB_STATUS_OOM) return st;
+    char msg[1024], kept[NB_CFG_PATH_MAX + 64] = "";
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    if (file_exists(r->last))
+        snprintf(kept, sizeof kept, "; %s keeps the last good state (step %ld)", r->last, r->saved_step);
+    return nb_set_error(NB_STATUS_OOM,
+                        "step %ld (epoch %d, batch %ld): %s%s. HINT: lower train.batch_size (now %d) "
+                        "or the thread count (now %d), or free memory",
+                        r->meta.step + 1, r->meta.epoch + 1, r->meta.step_in_epoch + 1, msg, kept,
+                        r->c->train.batch_size, nb_get_threads());
 }
 
 /* The epoch's mean train loss and top-1 (%) so far, from the running sums
@@ -313,7 +362,9 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
     out->best_top1 = -1.0;
     nb_set_threads(c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
     nb_status st = setup(&r, &o);
-    if (st == NB_OK) st = open_run_dir(&r);
+    const int complete = st == NB_OK && r.meta.epoch >= c->train.epochs; /* a finished run resumed */
+    if (st == NB_OK) nb_run_remove_stale_tmp(r.dir);
+    if (st == NB_OK && !complete) st = open_run_dir(&r);
     if (st != NB_OK) goto done;
     snprintf(out->run_dir, sizeof out->run_dir, "%s", r.dir);
     const nb_train_config *t = &c->train;
@@ -353,7 +404,7 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
             nb_tensor x;
             nb_tensor_wrap(&x, (float *)xb, 4, (int[]){n, C, H, W});
             lr = nb_schedule_lr(&r.sched, r.meta.step);
-            if ((st = train_step(&r, &x, yb, n, lr)) != NB_OK) goto done;
+            if ((st = protected_step(&r, &x, yb, n, lr)) != NB_OK) goto done;
             r.meta.step++;
             r.meta.step_in_epoch++;
             steps_this_call++;
@@ -422,6 +473,7 @@ done:
     out->last = ev;
     out->best_top1 = r.meta.best_top1;
     out->seconds = nb_now() - t_start;
+    out->complete = complete;
     run_free(&r);
     return st;
 }

@@ -1,8 +1,9 @@
 /* Writing checkpoints: the model's tensors under /model/, the optimizer's
  * state under /optim/, the run's progress as root attributes. Everything
- * goes into PATH.tmp-<pid>, which is closed, synced and renamed over PATH
- * only when complete; on any failure the temporary file is removed and an
- * existing PATH is left as it was. Reading is in checkpoint_read.c. */
+ * is built in memory, then written to PATH.tmp-<pid>, synced and renamed
+ * over PATH only when complete; on any failure the temporary file is
+ * removed and an existing PATH is left as it was. Reading is in
+ * checkpoint_read.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -150,17 +151,56 @@ static void write_optim(writer *w, hid_t f, nb_optimizer *opt) {
     H5Gclose(g);
 }
 
-/* fsync so that the rename never publishes a file whose data is still in
- * the page cache only (a crash would leave a truncated checkpoint). */
-static nb_status sync_file(const char *path, const char *tmp) {
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return nb_set_error(NB_STATUS_IO, "%s: cannot sync %s: %s", path, tmp, strerror(e));
+/* The file image of f (an in-memory file) into tmp, synced: fsync so that
+ * the rename never publishes a file whose data is still in the page cache
+ * only (a crash would leave a truncated checkpoint). HDF5 itself never
+ * writes to the disk: HDF5 1.10 cannot recover from a failed write (a full
+ * disk) and crashes in its exit handler, so every disk error is ours. */
+static nb_status write_image(const char *path, const char *tmp, hid_t f) {
+    char d[256];
+    ssize_t size = H5Fget_file_image(f, NULL, 0);
+    unsigned char *buf = size > 0 ? nb_malloc((size_t)size) : NULL;
+    if (size <= 0 || !buf || H5Fget_file_image(f, buf, (size_t)size) != size) {
+        nb_status st = size > 0 && !buf
+                           ? nb_set_error(NB_STATUS_OOM, "%s: out of memory for the %zd-byte file image",
+                                          path, size)
+                           : nb_set_error(NB_STATUS_IO, "%s: cannot build the file image (%s)", path,
+                                          nb_h5_error_detail(d, sizeof d));
+        nb_free(buf);
+        return st;
     }
-    close(fd);
-    return NB_OK;
+    nb_status st = NB_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        st = nb_set_error(NB_STATUS_IO, "%s: cannot create %s (%s)", path, tmp, strerror(errno));
+        nb_free(buf);
+        return st;
+    }
+    for (size_t done = 0; done < (size_t)size && st == NB_OK;) {
+        ssize_t n = write(fd, buf + done, (size_t)size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            st = nb_set_error(NB_STATUS_IO, "%s: cannot write %s: %s", path, tmp,
+                              n < 0 ? strerror(errno) : "no progress");
+        else
+            done += (size_t)n;
+    }
+    if (st == NB_OK && fsync(fd) != 0)
+        st = nb_set_error(NB_STATUS_IO, "%s: cannot sync %s: %s", path, tmp, strerror(errno));
+    if (close(fd) != 0 && st == NB_OK)
+        st = nb_set_error(NB_STATUS_IO, "%s: cannot write %s: %s", path, tmp, strerror(errno));
+    nb_free(buf);
+    return st;
+}
+
+/* An in-memory HDF5 file (the core driver without a backing store). */
+static hid_t create_in_memory(const char *tmp) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t f = H5I_INVALID_HID;
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) >= 0)
+        f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    return f;
 }
 
 nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *opt,
@@ -175,7 +215,7 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
     int created = 0;
     nb_h5_quiet q;
     nb_h5_quiet_begin(&q);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = create_in_memory(tmp);
     if (f < 0) {
         char d[256];
         w.st = nb_set_error(NB_STATUS_IO, "%s: cannot create %s (%s)", path, tmp,
@@ -187,10 +227,11 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
     write_model(&w, f, m);
     if (m->quant) write_quant(&w, f, m->quant);
     if (opt) write_optim(&w, f, opt);
+    if (w.st == NB_OK && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) failed(&w, tmp, "");
+    if (w.st == NB_OK) w.st = write_image(path, tmp, f);
     herr_t closed = H5Fclose(f);
     f = H5I_INVALID_HID;
     if (closed < 0) failed(&w, tmp, "");
-    if (w.st == NB_OK) w.st = sync_file(path, tmp);
     if (w.st == NB_OK && rename(tmp, path) != 0)
         w.st = nb_set_error(NB_STATUS_IO, "%s: cannot rename %s into place: %s", path, tmp,
                             strerror(errno));

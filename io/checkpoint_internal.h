@@ -10,6 +10,8 @@
 /* Open path read-only and check nb_format and nb_version; *out is the file
  * (the caller closes it) or H5I_INVALID_HID on error. */
 nb_status nb_ckpt_open(const char *path, hid_t *out);
+/* 1 with a BAD_INPUT message when path exists but is not a regular file. */
+int nb_ckpt_not_a_file(const char *path);
 
 /* NB_OK when loc (called `where` in the message, e.g. "the root",
  * "/optim") has attribute name. */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint_internal.h"
@@ -54,6 +55,17 @@ cleanup:
     return st;
 }
 
+/* 1 (with a message) when path is a directory or another non-file, which
+ * HDF5 would answer with a raw multi-line error. */
+int nb_ckpt_not_a_file(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 || S_ISREG(sb.st_mode)) return 0;
+    nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s, not a checkpoint file (" NOT_CKPT_HINT "%s)", path,
+                 S_ISDIR(sb.st_mode) ? "is a directory" : "is not a regular file",
+                 S_ISDIR(sb.st_mode) ? ", e.g. last.h5 or best.h5 in a run directory" : "");
+    return 1;
+}
+
 static nb_status check_format(const char *path, hid_t f) {
     if (H5Aexists(f, "nb_format") <= 0)
         return nb_set_error(NB_STATUS_BAD_INPUT,
@@ -87,6 +99,10 @@ nb_status nb_ckpt_open(const char *path, hid_t *out) {
     *out = H5I_INVALID_HID;
     if (access(path, R_OK) != 0) {
         st = nb_set_error(NB_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    if (nb_ckpt_not_a_file(path)) {
+        st = NB_STATUS_BAD_INPUT;
         goto cleanup;
     }
     htri_t is = H5Fis_hdf5(path);
@@ -211,7 +227,7 @@ nb_status nb_checkpoint_load_model(const char *path, nb_model *m, int strict) {
     for (int i = 0; i < m->n_entries; i++) total += m->entries[i].t->numel;
     stage = nb_malloc((total ? total : 1) * sizeof(float));
     if (!stage) {
-        st = nb_set_error(NB_STATUS_OOM, "%s: cannot allocate %zu floats to load the model", path,
+        st = nb_set_error(NB_STATUS_OOM, "%s: out of memory allocating %zu floats to load the model", path,
                           total);
         goto cleanup;
     }

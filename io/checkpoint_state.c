@@ -1,5 +1,7 @@
 /* Reading the optimizer state and the run's progress from a checkpoint,
  * the stored config, and the listing for `nibble inspect`. */
+#include <limits.h>
+#include <math.h>
 #include <string.h>
 
 #include "checkpoint_internal.h"
@@ -70,6 +72,44 @@ cleanup:
     return st;
 }
 
+/* An integer attribute of the root in [lo, hi] (hi = LLONG_MAX: no upper
+ * bound); a tampered or damaged file says so instead of aborting later. */
+static nb_status in_range(const char *path, const char *name, long long v, long long lo, long long hi) {
+    if (v >= lo && v <= hi) return NB_OK;
+    if (hi == LLONG_MAX)
+        return nb_set_error(NB_STATUS_BAD_INPUT,
+                            "%s: attribute '%s' of the root is %lld, expected %lld or more (HINT: a "
+                            "damaged or edited checkpoint)", path, name, v, lo);
+    return nb_set_error(NB_STATUS_BAD_INPUT,
+                        "%s: attribute '%s' of the root is %lld, expected %lld..%lld (HINT: a "
+                        "damaged or edited checkpoint)", path, name, v, lo, hi);
+}
+
+/* A float attribute that must be finite and >= lo (or exactly alt). */
+static nb_status finite_min(const char *path, const char *name, double v, double lo, double alt) {
+    if (isfinite(v) && (v >= lo || v == alt)) return NB_OK;
+    return nb_set_error(NB_STATUS_BAD_INPUT,
+                        "%s: attribute '%s' of the root is %g, expected a finite number >= %g (HINT: "
+                        "a damaged or edited checkpoint)", path, name, v, lo);
+}
+
+/* The position and running sums of a checkpoint, each within its range. */
+static nb_status check_meta(const char *path, const nb_ckpt_meta *mt, int64_t step, int64_t sie,
+                            int64_t correct, int64_t seen) {
+    nb_status st = in_range(path, "epoch", mt->epoch, 0, LLONG_MAX);
+    if (st == NB_OK) st = in_range(path, "step", step, 0, LONG_MAX);
+    if (st == NB_OK) st = in_range(path, "step_in_epoch", sie, 0, step);
+    if (st == NB_OK) st = in_range(path, "train_seen", seen, 0, LONG_MAX);
+    if (st == NB_OK) st = in_range(path, "train_correct", correct, 0, seen);
+    if (st == NB_OK && mt->best_top1 != -1.0 && !(mt->best_top1 >= 0.0 && mt->best_top1 <= 1.0))
+        st = nb_set_error(NB_STATUS_BAD_INPUT,
+                          "%s: attribute 'best_top1' of the root is %g, expected -1 (none) or 0..1 "
+                          "(HINT: a damaged or edited checkpoint)", path, mt->best_top1);
+    if (st == NB_OK) st = finite_min(path, "train_loss_sum", mt->train_loss_sum, 0.0, 0.0);
+    if (st == NB_OK) st = finite_min(path, "train_seconds", mt->train_seconds, 0.0, 0.0);
+    return st;
+}
+
 static nb_status read_meta(const char *path, hid_t f, nb_ckpt_meta *mt) {
     const char *r = "the root";
     int64_t step = 0, sie = 0, correct = 0, seen = 0;
@@ -88,6 +128,7 @@ static nb_status read_meta(const char *path, hid_t f, nb_ckpt_meta *mt) {
     NUM("train_seen", H5T_INTEGER, H5T_NATIVE_INT64, &seen);
     NUM("train_seconds", H5T_FLOAT, H5T_NATIVE_DOUBLE, &mt->train_seconds);
 #undef NUM
+    if (st == NB_OK) st = check_meta(path, mt, step, sie, correct, seen);
     if (st == NB_OK && H5Aexists(f, "config") > 0) st = nb_h5_attr_string(path, f, "config", &config);
     if (st != NB_OK) {
         nb_free(config);
@@ -116,7 +157,7 @@ nb_status nb_checkpoint_load_state(const char *path, nb_optimizer *opt, nb_ckpt_
         size_t total = (size_t)n_state * numel;
         stage = nb_malloc((total ? total : 1) * sizeof(float));
         if (!stage) {
-            st = nb_set_error(NB_STATUS_OOM, "%s: cannot allocate %zu floats for the optimizer state",
+            st = nb_set_error(NB_STATUS_OOM, "%s: out of memory allocating %zu floats for the optimizer state",
                               path, total);
             goto cleanup;
         }

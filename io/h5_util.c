@@ -22,8 +22,20 @@ typedef struct {
 static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *user) {
     (void)n;
     detail_ctx *c = user;
-    /* Walking downward, the last entry is the innermost cause. */
-    if (e->desc && e->desc[0]) snprintf(c->buf, c->n, "%s", e->desc);
+    /* Walking downward, the last entry is the innermost cause. A failed
+     * system call's entry is a multi-line dump ("file write failed: time =
+     * ...\n, ..., error message = 'No space left on device', buf = ..."):
+     * keep only the system's message. */
+    const char *m = e->desc ? strstr(e->desc, "error message = '") : NULL;
+    if (m) {
+        m += strlen("error message = '");
+        const char *end = strchr(m, '\'');
+        snprintf(c->buf, c->n, "%.*s", end ? (int)(end - m) : (int)strlen(m), m);
+    } else if (e->desc && e->desc[0]) {
+        snprintf(c->buf, c->n, "%s", e->desc);
+        for (char *p = c->buf; *p; p++)
+            if (*p == '\n') *p = ' ';
+    }
     return 0;
 }
 

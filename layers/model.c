@@ -27,7 +27,10 @@ static nb_tensor *add_entry(nb_model *m, const char *prefix, const char *leaf, i
     if (m->n_entries == m->cap_entries) {
         int cap = m->cap_entries ? 2 * m->cap_entries : 64;
         nb_entry *e = nb_realloc(m->entries, sizeof *e * (size_t)cap);
-        NB_ASSERT(e, "model registry: %s", nb_last_error());
+        if (!e) {
+            m->build_failed = 1;
+            return NULL;
+        }
         m->entries = e;
         m->cap_entries = cap;
     }
@@ -35,7 +38,10 @@ static nb_tensor *add_entry(nb_model *m, const char *prefix, const char *leaf, i
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s.%s", prefix, leaf);
     e->t = nb_calloc(1, sizeof(nb_tensor));
-    NB_ASSERT(e->t, "model registry: %s", nb_last_error());
+    if (!e->t) {
+        m->build_failed = 1;
+        return NULL;
+    }
     nb_tensor_wrap(e->t, NULL, ndim, shape);
     e->t->name = e->name; /* stable: entries only move before finalize */
     e->kind = kind;
@@ -49,25 +55,34 @@ static nb_tensor *add_entry(nb_model *m, const char *prefix, const char *leaf, i
     return e->t;
 }
 
-static void add_module(nb_model *m, nb_module *mod, nb_module_type type, const char *name) {
+/* Registers mod (0 and mod freed when memory runs out: the build failed). */
+static int add_module(nb_model *m, nb_module *mod, nb_module_type type, const char *name) {
+    if (!mod) {
+        m->build_failed = 1;
+        return 0;
+    }
     mod->type = type;
     mod->owner = m;
     snprintf(mod->name, sizeof mod->name, "%s", name);
     if (m->n_modules == m->cap_modules) {
         int cap = m->cap_modules ? 2 * m->cap_modules : 32;
         nb_module **p = nb_realloc(m->modules, sizeof *p * (size_t)cap);
-        NB_ASSERT(p, "model modules: %s", nb_last_error());
+        if (!p) {
+            m->build_failed = 1;
+            nb_free(mod);
+            return 0;
+        }
         m->modules = p;
         m->cap_modules = cap;
     }
     m->modules[m->n_modules++] = mod;
+    return 1;
 }
 
 nb_conv2d_module *nb_model_add_conv(nb_model *m, const char *name, int in_c, int out_c, int k,
                                     int stride, int pad, int bias) {
     nb_conv2d_module *c = nb_calloc(1, sizeof *c);
-    NB_ASSERT(c, "conv module: %s", nb_last_error());
-    add_module(m, &c->base, NB_MOD_CONV2D, name);
+    if (!add_module(m, c ? &c->base : NULL, NB_MOD_CONV2D, name)) return NULL;
     c->weight = add_entry(m, name, "weight", 4, (int[]){out_c, in_c, k, k}, NB_ENTRY_PARAM,
                           NB_INIT_KAIMING_CONV, 0);
     if (bias) c->bias = add_entry(m, name, "bias", 1, (int[]){out_c}, NB_ENTRY_PARAM, NB_INIT_ZERO, 1);
@@ -77,20 +92,18 @@ nb_conv2d_module *nb_model_add_conv(nb_model *m, const char *name, int in_c, int
 
 nb_linear_module *nb_model_add_linear(nb_model *m, const char *name, int in_f, int out_f, int bias) {
     nb_linear_module *l = nb_calloc(1, sizeof *l);
-    NB_ASSERT(l, "linear module: %s", nb_last_error());
-    add_module(m, &l->base, NB_MOD_LINEAR, name);
+    if (!add_module(m, l ? &l->base : NULL, NB_MOD_LINEAR, name)) return NULL;
     l->weight = add_entry(m, name, "weight", 2, (int[]){out_f, in_f}, NB_ENTRY_PARAM, NB_INIT_LINEAR, 0);
     if (bias) {
         l->bias = add_entry(m, name, "bias", 1, (int[]){out_f}, NB_ENTRY_PARAM, NB_INIT_LINEAR, 1);
-        m->entries[m->n_entries - 1].fan_in = in_f;
+        if (l->bias) m->entries[m->n_entries - 1].fan_in = in_f;
     }
     return l;
 }
 
 nb_bn_module *nb_model_add_bn(nb_model *m, const char *name, int c) {
     nb_bn_module *b = nb_calloc(1, sizeof *b);
-    NB_ASSERT(b, "batchnorm module: %s", nb_last_error());
-    add_module(m, &b->base, NB_MOD_BATCHNORM2D, name);
+    if (!add_module(m, b ? &b->base : NULL, NB_MOD_BATCHNORM2D, name)) return NULL;
     b->weight = add_entry(m, name, "weight", 1, (int[]){c}, NB_ENTRY_PARAM, NB_INIT_ONE, 1);
     b->bias = add_entry(m, name, "bias", 1, (int[]){c}, NB_ENTRY_PARAM, NB_INIT_ZERO, 1);
     b->running_mean = add_entry(m, name, "running_mean", 1, (int[]){c}, NB_ENTRY_BUFFER, NB_INIT_ZERO, 0);
@@ -102,6 +115,7 @@ nb_bn_module *nb_model_add_bn(nb_model *m, const char *name, int c) {
 }
 
 void nb_model_link_bn(nb_conv2d_module *c, nb_bn_module *b, int relu) {
+    if (!c || !b) return; /* a failed registration: finalize reports it */
     c->base.bn = &b->base;
     c->base.relu_after = relu;
 }
@@ -129,6 +143,9 @@ static void init_entry(nb_entry *e, nb_rng *rng) {
 }
 
 nb_status nb_model_finalize(nb_model *m, nb_rng *rng) {
+    if (m->build_failed)
+        return nb_set_error(NB_STATUS_OOM, "model %s: out of memory while registering its layers "
+                            "(HINT: free memory)", m->arch);
     for (int i = 0; i < m->n_modules; i++) {
         const nb_module_type ty = m->modules[i]->type;
         if (ty == NB_MOD_CONV2D && m->first_module < 0) m->first_module = i;
@@ -148,7 +165,11 @@ nb_status nb_model_finalize(nb_model *m, nb_rng *rng) {
     m->param_data = nb_calloc(np ? np : 1, sizeof(float));
     m->param_grad = nb_calloc(np ? np : 1, sizeof(float));
     m->buffer_data = nb_calloc(nbuf ? nbuf : 1, sizeof(float));
-    if (!m->param_data || !m->param_grad || !m->buffer_data) return NB_STATUS_OOM;
+    if (!m->param_data || !m->param_grad || !m->buffer_data)
+        return nb_set_error(NB_STATUS_OOM,
+                            "model %s: out of memory allocating %zu parameters, their gradients and "
+                            "%zu buffer values (%.1f MiB; HINT: a smaller model, or free memory)",
+                            m->arch, np, nbuf, (double)(2 * np + nbuf) * 4.0 / 1048576.0);
     m->n_param_floats = np;
     m->n_buffer_floats = nbuf;
     size_t op = 0, ob = 0;

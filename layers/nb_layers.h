@@ -258,11 +258,14 @@ struct nb_model {
     nb_forward_fn forward;
     void *net;                  /* architecture-specific structure */
     void (*net_free)(void *net);
+    int build_failed;           /* an allocation failed while building:
+                                   nb_model_finalize reports it */
 };
 
 /* Build a model by architecture name: resnet20/32/44/56 (CIFAR layout),
  * resnet18/34 (ImageNet layout), smallcnn. Parameters initialised from rng.
- * Owned; NULL with NB_STATUS_BAD_INPUT for an unknown name or bad option. */
+ * Owned; NULL with NB_STATUS_BAD_INPUT for an unknown name or bad option,
+ * NULL with NB_STATUS_OOM (and the model's size) when memory runs out. */
 nb_model *nb_model_build(const char *arch, const nb_model_opts *o, nb_rng *rng);
 void nb_model_free(nb_model *m);
 /* Names of the architectures nb_model_build knows, NULL-terminated. */
@@ -292,7 +295,10 @@ size_t nb_module_weight_numel(const nb_module *mod);
 nb_tensor *nb_module_weight(nb_module *mod);
 
 /* Builder API (for model files): register modules during construction, then
- * nb_model_finalize() allocates the blocks and initialises. */
+ * nb_model_finalize() allocates the blocks and initialises. When memory runs
+ * out the add functions return NULL (or a module missing a tensor) and set
+ * m->build_failed; nb_model_finalize then returns NB_STATUS_OOM, so a
+ * builder only checks finalize's status. */
 nb_model *nb_model_begin(const char *arch, const nb_model_opts *o);
 nb_conv2d_module *nb_model_add_conv(nb_model *m, const char *name, int in_c, int out_c,
                                     int k, int stride, int pad, int bias);

@@ -5,6 +5,12 @@
 
 #include "internal.h"
 
+/* Marks a module whose input comes from a ReLU (NULL: its registration
+ * failed, which nb_model_finalize reports). */
+static void input_nonneg(nb_module *mod) {
+    if (mod) mod->input_nonneg = 1;
+}
+
 typedef struct {
     nb_conv2d_module *conv1, *conv2, *down_conv; /* down_conv: option B only */
     nb_bn_module *bn1, *bn2, *down_bn;
@@ -68,7 +74,8 @@ static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out
         snprintf(name, sizeof name, "layer%d.%d.bn2", stage, i);
         b->bn2 = nb_model_add_bn(m, name, out_c);
         /* Block inputs come from a ReLU (the stem's or the previous add's). */
-        b->conv1->base.input_nonneg = b->conv2->base.input_nonneg = 1;
+        input_nonneg(b->conv1 ? &b->conv1->base : NULL);
+        input_nonneg(b->conv2 ? &b->conv2->base : NULL);
         nb_model_link_bn(b->conv1, b->bn1, 1);
         nb_model_link_bn(b->conv2, b->bn2, 1); /* add, then ReLU */
         if (s != 1 || ic != out_c) {
@@ -79,7 +86,7 @@ static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out
                 b->down_conv = nb_model_add_conv(m, name, ic, out_c, 1, s, 0, 0);
                 snprintf(name, sizeof name, "layer%d.%d.downsample.1", stage, i);
                 b->down_bn = nb_model_add_bn(m, name, out_c);
-                b->down_conv->base.input_nonneg = 1;
+                input_nonneg(b->down_conv ? &b->down_conv->base : NULL);
                 nb_model_link_bn(b->down_conv, b->down_bn, 1);
             }
         }
@@ -124,7 +131,7 @@ static nb_model *build_resnet(const char *arch, const nb_model_opts *o, nb_rng *
     for (int s = 0; s < n_stages; s++)
         c = add_stage(m, r, s + 1, blocks[s], c, widths[s], s == 0 ? 1 : 2, sc);
     r->fc = nb_model_add_linear(m, "fc", c, o->num_classes, 1);
-    r->fc->base.input_nonneg = 1; /* average of ReLU outputs */
+    input_nonneg(r->fc ? &r->fc->base : NULL); /* average of ReLU outputs */
     if (nb_model_finalize(m, rng) != NB_OK) {
         nb_model_free(m);
         return NULL;
@@ -171,11 +178,11 @@ static nb_model *build_smallcnn(const char *arch, const nb_model_opts *o, nb_rng
         snprintf(name, sizeof name, "features.%d.bn", i);
         s->bn[i] = nb_model_add_bn(m, name, w << i);
         nb_model_link_bn(s->conv[i], s->bn[i], 1);
-        s->conv[i]->base.input_nonneg = i > 0;
+        if (i > 0) input_nonneg(s->conv[i] ? &s->conv[i]->base : NULL);
         c = w << i;
     }
     s->fc = nb_model_add_linear(m, "fc", c, o->num_classes, 1);
-    s->fc->base.input_nonneg = 1;
+    input_nonneg(s->fc ? &s->fc->base : NULL);
     if (nb_model_finalize(m, rng) != NB_OK) {
         nb_model_free(m);
         return NULL;

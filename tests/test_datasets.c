@@ -1150,7 +1150,7 @@ START_TEST(test_import_folder_errors) {
     snprintf(p, sizeof p, "%s/val/a", dir);
     mkdir(p, 0755);
     ck_assert_int_eq(nb_import_folder(dir, out, &o), NB_STATUS_BAD_INPUT);
-    ck_assert(strstr(nb_last_error(), "no images found"));
+    ck_assert(strstr(nb_last_error(), "val/a: empty class folder"));
     /* A corrupt image: the error names it; nothing is written. */
     snprintf(p, sizeof p, "%s/val/a/broken.jpg", dir);
     FILE *f = fopen(p, "wb");
