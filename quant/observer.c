@@ -46,7 +46,8 @@
  *   minimum wins (ties within 1e-12: the larger i); t = (i + 0.5) * width
  *   (TensorRT's rule), at most max|x|. With fewer bins than levels, t =
  *   max|x|. Range: symmetric as above; asymmetric [max(min, -t), min(max,
- *   t)].
+ *   t)]. For data that are all >= 0, bin 0 (the spike of a ReLU's exact
+ *   zeros) counts as bin 1 in the search (NVIDIA's pytorch-quantization).
  *
  * Stateful histogram: counts of x >= 0 and of x < 0 by |x|, 2 `bins` bins
  * each over [0, R), R a power of two above every |x| seen. When a batch
@@ -329,7 +330,8 @@ static int kl_levels(const nb_qspec *spec, float mn) {
  * O(nlevels): inside a group Q is one value q_g on P's non-empty bins, so
  *   N KL = sum p log p - sum_g Pmass_g log q_g - N log N + N log S_Q,
  * with S_Q = the first i bins' counts (Q's total) and N = P's total. */
-static nb_status kl_threshold(const double *h, size_t nb, double w, int nlevels, double amax, double *t) {
+static nb_status kl_threshold(const double *h, size_t nb, double w, int nlevels, double amax, int nonneg,
+                              double *t) {
     const size_t L = (size_t)nlevels;
     *t = amax;
     if (nb < L || amax <= 0.0) return NB_OK;
@@ -338,9 +340,16 @@ static nb_status kl_threshold(const double *h, size_t nb, double w, int nlevels,
     double *NZ = H + (nb + 1), *HL = NZ + (nb + 1), *kl = HL + (nb + 1);
     H[0] = NZ[0] = HL[0] = 0.0;
     for (size_t j = 0; j < nb; j++) {
-        H[j + 1] = H[j] + h[j];
-        NZ[j + 1] = NZ[j] + (h[j] > 0.0);
-        HL[j + 1] = HL[j] + xlogx(h[j]);
+        /* Data that are all >= 0 (ReLU outputs) have a spike of exact zeros
+         * in bin 0. Zero is a code whatever the threshold, but the spike
+         * makes every candidate that merges bin 0 with its neighbours look
+         * costly, which drags the threshold down to the first candidate.
+         * NVIDIA's pytorch-quantization replaces bin 0's count by bin 1's;
+         * so do we. */
+        const double hj = nonneg && j == 0 && nb > 1 ? h[1] : h[j];
+        H[j + 1] = H[j] + hj;
+        NZ[j + 1] = NZ[j] + (hj > 0.0);
+        HL[j + 1] = HL[j] + xlogx(hj);
     }
     const double N = H[nb];
     double best = INFINITY;
@@ -428,7 +437,7 @@ static nb_status range_kl(const nb_observer_opts *o, const nb_qspec *spec, const
             size_t k = (size_t)(fabs((double)x[i]) * inv);
             h[k < nb ? k : nb - 1] += 1.0;
         }
-        st = kl_threshold(h, nb, (double)amax / (double)nb, kl_levels(spec, mn), (double)amax, &t);
+        st = kl_threshold(h, nb, (double)amax / (double)nb, kl_levels(spec, mn), (double)amax, mn >= 0.0f, &t);
     }
     nb_free(h);
     if (st == NB_OK) range_from_threshold(spec, (float)t, mn, mx, lo, hi);
@@ -673,7 +682,7 @@ nb_status nb_observer_range(const nb_observer *ob, const nb_qspec *spec, float *
         } else { /* kl */
             const size_t used = hist_abs(ob, buf);
             double t;
-            st = kl_threshold(buf, used, w, kl_levels(spec, ob->min), (double)amax, &t);
+            st = kl_threshold(buf, used, w, kl_levels(spec, ob->min), (double)amax, ob->min >= 0.0f, &t);
             if (st == NB_OK) range_from_threshold(spec, (float)t, ob->min, ob->max, &l, &h);
         }
         nb_free(buf);

@@ -742,6 +742,31 @@ START_TEST(test_empty_and_bad_options) {
 }
 END_TEST
 
+/* ReLU outputs: a spike of exact zeros must not drag the KL threshold to
+ * the first candidate (it did: 8-bit thresholds of 0.4% of the range). */
+START_TEST(test_kl_relu_spike) {
+    const size_t n = 200000;
+    float *x = nb_malloc(n * sizeof(float));
+    nb_rng r;
+    nb_rng_seed(&r, 21, 0);
+    for (size_t i = 0; i < n; i++) {
+        const float v = nb_rng_normal(&r) - 0.3f;
+        x[i] = v > 0.0f ? v : 0.0f; /* ReLU(N(-0.3, 1)): ~62% exact zeros */
+    }
+    nb_observer_opts o = nb_observer_opts_default(NB_OBS_KL);
+    const nb_qspec u8 = {.bits = 8, .is_signed = 0, .symmetric = 1};
+    float lo, hi;
+    ck_assert_int_eq(nb_observe_range(&o, &u8, x, n, &lo, &hi), NB_OK);
+    ck_assert_msg(lo == 0.0f && hi > 2.0f, "stateless KL threshold %g", (double)hi);
+    nb_observer *ob = nb_observer_new(&o);
+    ck_assert_int_eq(nb_observer_update(ob, x, n), NB_OK);
+    ck_assert_int_eq(nb_observer_range(ob, &u8, &lo, &hi), NB_OK);
+    ck_assert_msg(lo == 0.0f && hi > 2.0f, "stateful KL threshold %g", (double)hi);
+    nb_observer_free(ob);
+    nb_free(x);
+}
+END_TEST
+
 static Suite *observers_suite(void) {
     Suite *s = suite_create("observers");
     TCase *tc = tcase_create("observers");
@@ -756,6 +781,7 @@ static Suite *observers_suite(void) {
     tcase_add_test(tc, test_kl_hand);
     tcase_add_test(tc, test_kl_outliers);
     tcase_add_test(tc, test_kl_reference);
+    tcase_add_test(tc, test_kl_relu_spike);
     tcase_add_test(tc, test_histogram_growth_counts);
     tcase_add_test(tc, test_histogram_growth_random);
     tcase_add_test(tc, test_nonfinite);
@@ -763,5 +789,6 @@ static Suite *observers_suite(void) {
     suite_add_tcase(s, tc);
     return s;
 }
+
 
 int main(void) { return nb_test_run(observers_suite()); }
