@@ -2,10 +2,8 @@
  * FP32 checkpoint (init.checkpoint): fold batchnorm, attach the config's
  * quant policy, calibrate on training batches, evaluate on the test split
  * and write the quantized checkpoint into output.dir. */
-#include <errno.h>
 #include <getopt.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "nb_cli.h"
@@ -45,35 +43,6 @@ static void ptq_free(ptq_run *r) {
     nb_dataset_free(r->dtr);
     nb_dataset_free(r->dte);
     nb_free(r->json);
-}
-
-static nb_status write_text(const char *path, const char *text) {
-    char tmp[NB_CFG_PATH_MAX + 64];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return nb_set_error(NB_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
-    const int ok = fputs(text, f) >= 0;
-    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return nb_set_error(NB_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
-    }
-    return NB_OK;
-}
-
-static nb_status mkdir_p(const char *path) {
-    char buf[NB_CFG_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        const int end = *p == '\0';
-        if (*p == '/' || end) {
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return nb_set_error(NB_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
-            if (end) break;
-            *p = '/';
-        }
-    }
-    return NB_OK;
 }
 
 int nb_cmd_ptq(int argc, char **argv) {
@@ -173,9 +142,9 @@ int nb_cmd_ptq(int argc, char **argv) {
         st = NB_STATUS_OOM;
         goto done;
     }
-    if ((st = mkdir_p(c->output.dir)) != NB_OK) goto done;
+    if ((st = nb_run_mkdirs(c->output.dir)) != NB_OK) goto done;
     snprintf(path, sizeof path, "%s/config.json", c->output.dir);
-    if ((st = write_text(path, r.json)) != NB_OK) goto done;
+    if ((st = nb_run_write_text(path, r.json)) != NB_OK) goto done;
     nb_ckpt_meta meta = {.best_top1 = q.top1, .config_json = r.json};
     nb_rng_seed(&meta.rng, c->seed, 0);
     if ((st = nb_checkpoint_save(last, r.m, NULL, &meta)) != NB_OK) goto done;
@@ -185,7 +154,7 @@ int nb_cmd_ptq(int argc, char **argv) {
              "\"calibration_s\": %.2f, \"seconds\": %.2f}\n",
              q.top1, q.top5, q.loss, q.n, fp.top1, calib_s, nb_now() - t0);
     snprintf(path, sizeof path, "%s/result.json", c->output.dir);
-    st = write_text(path, result);
+    st = nb_run_write_text(path, result);
 done:
     ptq_free(&r);
     if (st != NB_OK) {

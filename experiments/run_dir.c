@@ -1,4 +1,5 @@
-/* Keeping a run directory consistent across kills: temporary files that a
+/* Run directories: creating them, writing small files atomically, and
+ * keeping them consistent across kills: temporary files that a
  * killed write left behind, best.h5 after a stop between the last.h5 and
  * best.h5 writes of a best epoch, and the position a checkpoint claims. */
 #include <ctype.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -119,3 +121,38 @@ nb_status nb_run_check_position(const char *last, const nb_ckpt_meta *m, long st
                             last, m->step_in_epoch, steps_per_epoch);
     return NB_OK;
 }
+
+/* mkdir -p; NB_STATUS_IO naming the path on failure. */
+nb_status nb_run_mkdirs(const char *path) {
+    char buf[NB_CFG_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        const int end = *p == '\0';
+        if (*p == '/' || end) {
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return nb_set_error(NB_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
+            if (end) break;
+            *p = '/';
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return nb_set_error(NB_STATUS_IO, "%s is not a directory", path);
+    return NB_OK;
+}
+
+/* Write text to path through a temporary file and a rename. */
+nb_status nb_run_write_text(const char *path, const char *text) {
+    char tmp[NB_CFG_PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return nb_set_error(NB_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
+    const int ok = fputs(text, f) >= 0;
+    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return nb_set_error(NB_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return NB_OK;
+}
+

@@ -23,6 +23,11 @@ nb_status nb_run_calibrate(const nb_config *c, nb_model *m, nb_dataset *train, n
 /* The config's schedule in optimizer steps. */
 nb_status nb_run_schedule(const nb_config *c, long steps_per_epoch, nb_schedule *s);
 
+/* run_dir.c: mkdir -p (NB_STATUS_IO naming the path; also when it exists
+ * but is not a directory). */
+nb_status nb_run_mkdirs(const char *path);
+/* Write text to path through PATH.tmp-PID and a rename (NB_STATUS_IO). */
+nb_status nb_run_write_text(const char *path, const char *text);
 /* run_dir.c: remove the temporary files ("NAME.tmp-PID") of writes that a
  * kill stopped, from dir (those of live processes stay); returns how many. */
 int nb_run_remove_stale_tmp(const char *dir);

@@ -17,41 +17,7 @@
 
 nb_train_opts nb_train_opts_default(void) { return (nb_train_opts){.progress = NULL}; }
 
-/* mkdir -p; NB_STATUS_IO naming the path on failure. */
-static nb_status mkdirs(const char *path) {
-    char buf[NB_CFG_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        const int end = *p == '\0';
-        if (*p == '/' || end) {
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return nb_set_error(NB_STATUS_IO, "cannot create directory %s: %s", buf, strerror(errno));
-            if (end) break;
-            *p = '/';
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return nb_set_error(NB_STATUS_IO, "%s is not a directory", path);
-    return NB_OK;
-}
-
 static int file_exists(const char *path) { return access(path, F_OK) == 0; }
-
-/* Write text to path through a temporary file and a rename. */
-static nb_status write_file_atomic(const char *path, const char *text) {
-    char tmp[NB_CFG_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return nb_set_error(NB_STATUS_IO, "cannot write %s: %s", tmp, strerror(errno));
-    const int ok = fputs(text, f) >= 0;
-    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return nb_set_error(NB_STATUS_IO, "cannot write %s: %s", path, strerror(errno));
-    }
-    return NB_OK;
-}
 
 /* Keep the header and the rows whose first field is <= keep_max (rows a
  * resumed run will write again), so a resumed run's files equal those of an
@@ -84,7 +50,7 @@ static nb_status csv_truncate(const char *path, long keep_max) {
         len += n;
     }
     fclose(f);
-    nb_status st = write_file_atomic(path, out);
+    nb_status st = nb_run_write_text(path, out);
     nb_free(out);
     return st;
 }
@@ -226,11 +192,11 @@ static nb_status setup(run *r, const nb_train_opts *o) {
 /* Run directory: config.json, and the CSV files trimmed to the resumed
  * position and opened for appending (llm.c's logger survives resume so). */
 static nb_status open_run_dir(run *r) {
-    nb_status st = mkdirs(r->dir);
+    nb_status st = nb_run_mkdirs(r->dir);
     char path[NB_CFG_PATH_MAX + 32];
     if (st != NB_OK) return st;
     snprintf(path, sizeof path, "%s/config.json", r->dir);
-    if ((st = write_file_atomic(path, r->config_json)) != NB_OK) return st;
+    if ((st = nb_run_write_text(path, r->config_json)) != NB_OK) return st;
     snprintf(path, sizeof path, "%s/metrics.csv", r->dir);
     if ((st = csv_truncate(path, r->meta.epoch)) != NB_OK) return st;
     if (!(r->metrics = csv_open(path, METRICS_HEADER, &st))) return st;
