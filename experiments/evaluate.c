@@ -55,7 +55,8 @@ static nb_status batch_fn(void *user) {
 }
 
 nb_status nb_evaluate(nb_model *m, nb_loader *l, nb_tape *tape, nb_eval_result *out) {
-    const int was_training = m->training, had_grad = nb_tape_set_grad(tape, 0);
+    const nb_pass was = m->pass;
+    const int had_grad = nb_tape_set_grad(tape, 0);
     nb_model_train(m, 0);
     long n_total = 0, c1 = 0, c5 = 0, bad = 0;
     double loss_sum = 0.0;
@@ -80,7 +81,7 @@ nb_status nb_evaluate(nb_model *m, nb_loader *l, nb_tape *tape, nb_eval_result *
         n_total += n;
         nb_tape_reset(tape);
     }
-    nb_model_train(m, was_training);
+    nb_model_set_pass(m, was);
     nb_tape_set_grad(tape, had_grad);
     out->n = n_total;
     out->nonfinite = bad;

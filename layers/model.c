@@ -16,7 +16,6 @@ nb_model *nb_model_begin(const char *arch, const nb_model_opts *o) {
     if (!m) return NULL;
     snprintf(m->arch, sizeof m->arch, "%s", arch);
     m->opts = *o;
-    m->training = 1;
     m->pass = NB_PASS_TRAIN;
     m->first_module = m->last_module = -1;
     return m;
@@ -240,7 +239,6 @@ void nb_model_train(nb_model *m, int training) { nb_model_set_pass(m, training ?
 
 void nb_model_set_pass(nb_model *m, nb_pass pass) {
     m->pass = pass;
-    m->training = pass == NB_PASS_TRAIN;
 }
 
 void nb_model_zero_grad(nb_model *m) {

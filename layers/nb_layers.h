@@ -251,8 +251,7 @@ struct nb_model {
     size_t n_param_floats;
     float *buffer_data;
     size_t n_buffer_floats;
-    int training;               /* pass == NB_PASS_TRAIN */
-    nb_pass pass;
+    nb_pass pass;               /* NB_PASS_TRAIN: batchnorm uses batch statistics */
     int first_module, last_module; /* indices into modules (roles FIRST, LAST), -1 if none */
     nb_model_ext *quant;        /* NULL for an FP32 model */
     nb_forward_fn forward;

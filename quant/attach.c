@@ -97,6 +97,15 @@ static nb_status check_side(const side_cfg *c, const char *layer, const char *si
     return NB_OK;
 }
 
+/* A rule's choice among names: its index, -1 when the rule leaves it
+ * ("" inherits), -2 with a message for an unknown name. */
+static int rule_choice(const nb_qrule *r, const char *key, const char *v, const char *const *names, int n) {
+    if (!v[0]) return -1;
+    const int k = index_of(names, n, v);
+    if (k < 0) nb_set_error(NB_STATUS_BAD_INPUT, "quant.layers.\"%s\".%s: unknown \"%s\"", r->pattern, key, v);
+    return k < 0 ? -2 : k;
+}
+
 /* The settings of module mod: defaults, then first/last bits, then rules in
  * order. matched[i] is set for each rule that applies. */
 static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cfg *w, side_cfg *a,
@@ -117,28 +126,14 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
         const nb_qrule *r = &p->rules[i];
         if (!rule_matches(r, mod->name)) continue;
         matched[i] = 1;
-        if (r->weight_method[0]) {
-            int m = index_of(method_names, NB_QM_COUNT, r->weight_method);
-            if (m < 0)
-                return nb_set_error(NB_STATUS_BAD_INPUT, "quant.layers.\"%s\".weight_method: unknown method \"%s\"",
-                                    r->pattern, r->weight_method);
-            w->method = (nb_qmethod)m;
-        }
-        if (r->act_method[0]) {
-            int m = index_of(method_names, NB_QM_COUNT, r->act_method);
-            if (m < 0)
-                return nb_set_error(NB_STATUS_BAD_INPUT, "quant.layers.\"%s\".act_method: unknown method \"%s\"",
-                                    r->pattern, r->act_method);
-            a->method = (nb_qmethod)m;
-        }
-        if (r->weight_granularity[0]) {
-            int g = index_of(gran_names, NB_QG_COUNT, r->weight_granularity);
-            if (g < 0)
-                return nb_set_error(NB_STATUS_BAD_INPUT,
-                                    "quant.layers.\"%s\".weight_granularity: unknown granularity \"%s\"", r->pattern,
-                                    r->weight_granularity);
-            w->gran = (nb_qgran)g;
-        }
+        int wm, am, wg;
+        if ((wm = rule_choice(r, "weight_method", r->weight_method, method_names, NB_QM_COUNT)) == -2 ||
+            (am = rule_choice(r, "act_method", r->act_method, method_names, NB_QM_COUNT)) == -2 ||
+            (wg = rule_choice(r, "weight_granularity", r->weight_granularity, gran_names, NB_QG_COUNT)) == -2)
+            return NB_STATUS_BAD_INPUT;
+        if (wm >= 0) w->method = (nb_qmethod)wm;
+        if (am >= 0) a->method = (nb_qmethod)am;
+        if (wg >= 0) w->gran = (nb_qgran)wg;
         if (r->weight_bits) w->bits = r->weight_bits;
         if (r->act_bits) a->bits = r->act_bits;
         if (r->group_size) w->group_size = r->group_size;
@@ -426,12 +421,9 @@ nb_status nb_quant_calibrate_finish(nb_model *m) {
             if (q->method == NB_QM_UNIFORM && !isfinite(q->scale[0]))
                 return nb_set_error(NB_STATUS_NUMERIC, "calibration: %s: the weights are not finite", q->name);
             if (q->method != NB_QM_UNIFORM) {
-                nb_tensor *w = nb_module_weight(q->mod);
-                float *tmp = nb_malloc(w->numel * sizeof(float));
-                if (!tmp) return NB_STATUS_OOM;
-                nb_binary_ternary_forward(w->data, tmp, q->L.rows, w->numel / (size_t)q->L.rows,
+                const nb_tensor *w = nb_module_weight(q->mod);
+                nb_binary_ternary_forward(w->data, NULL, q->L.rows, w->numel / (size_t)q->L.rows,
                                           q->method == NB_QM_TERNARY, q->scale);
-                nb_free(tmp);
             }
             q->ready[0] = 1.0f;
             continue;

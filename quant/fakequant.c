@@ -66,50 +66,54 @@ NB_FQ_CLONES static void ste_segment(const float *x, const float *dy, float *dx,
     }
 }
 
-/* Calls fn on every segment of a layout. */
-#define FOR_SEGMENTS(L, body)                                                    \
-    do {                                                                         \
-        const size_t ng_ = ((L)->K + (L)->G - 1) / (L)->G;                       \
-        for (size_t r_ = 0; r_ < (size_t)(L)->rows; r_++)                        \
-            for (size_t g_ = 0; g_ < ng_; g_++) {                                \
-                const size_t off = r_ * (L)->K + g_ * (L)->G;                    \
-                const size_t len = g_ + 1 < ng_ ? (L)->G : (L)->K - g_ * (L)->G; \
-                const size_t si = r_ * ng_ + g_;                                 \
-                body;                                                            \
-            }                                                                    \
-    } while (0)
-
 size_t nb_fq_layout_scales(const nb_fq_layout *L) { return (size_t)L->rows * ((L->K + L->G - 1) / L->G); }
 
-void nb_fq_forward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
-                   const float *x, float *y) {
-    const float lo = (float)qmin, hi = (float)qmax;
+/* One pass of the forward or the backward over a layout's segments. */
+typedef struct {
+    const float *scale, *zero_point;
+    float qmin, qmax;
+    const float *x, *dy;
+    float *out; /* y (forward) or dx (backward) */
+    int backward, fresh;
+} fq_pass;
+
+static void run_segment(const fq_pass *p, size_t off, size_t len, size_t si) {
+    if (p->backward)
+        ste_segment(p->x + off, p->dy + off, p->out + off, len, p->scale[si], p->zero_point[si], p->qmin, p->qmax,
+                    p->fresh);
+    else
+        fq_segment(p->x + off, p->out + off, len, p->scale[si], p->zero_point[si], p->qmin, p->qmax);
+}
+
+/* Every segment (r, g) of L: elements r K + g G .. (the last group of a row
+ * shorter), scale index r ceil(K / G) + g. One big per-tensor activation is
+ * split into chunks over the threads instead. */
+static void for_segments(const nb_fq_layout *L, const fq_pass *p) {
     if (L->rows == 1 && L->G == L->K && L->K >= 65536) {
-        /* One big activation tensor: split it over the threads. */
         const long n = (long)L->K, chunk = 16384;
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
         for (long c = 0; c < (n + chunk - 1) / chunk; c++) {
-            const long a = c * chunk, len = a + chunk < n ? chunk : n - a;
-            fq_segment(x + a, y + a, (size_t)len, scale[0], zero_point[0], lo, hi);
+            const long a = c * chunk;
+            run_segment(p, (size_t)a, (size_t)(a + chunk < n ? chunk : n - a), 0);
         }
         return;
     }
-    FOR_SEGMENTS(L, fq_segment(x + off, y + off, len, scale[si], zero_point[si], lo, hi));
+    const size_t ng = (L->K + L->G - 1) / L->G;
+    for (size_t r = 0; r < (size_t)L->rows; r++)
+        for (size_t g = 0; g < ng; g++)
+            run_segment(p, r * L->K + g * L->G, g + 1 < ng ? L->G : L->K - g * L->G, r * ng + g);
+}
+
+void nb_fq_forward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
+                   const float *x, float *y) {
+    const fq_pass p = {scale, zero_point, (float)qmin, (float)qmax, x, NULL, y, 0, 0};
+    for_segments(L, &p);
 }
 
 void nb_fq_backward(const nb_fq_layout *L, const float *scale, const float *zero_point, int qmin, int qmax,
                     const float *x, const float *dy, float *dx, int fresh) {
-    const float lo = (float)qmin, hi = (float)qmax;
-    if (L->rows == 1 && L->G == L->K && L->K >= 65536) {
-        const long n = (long)L->K, chunk = 16384;
-#pragma omp parallel for schedule(static) num_threads(nb_get_threads())
-        for (long c = 0; c < (n + chunk - 1) / chunk; c++) {
-            const long a = c * chunk, len = a + chunk < n ? chunk : n - a;
-            ste_segment(x + a, dy + a, dx + a, (size_t)len, scale[0], zero_point[0], lo, hi, fresh);
-        }
-        return;
-    }
-    FOR_SEGMENTS(L, ste_segment(x + off, dy + off, dx + off, len, scale[si], zero_point[si], lo, hi, fresh));
+    const fq_pass p = {scale, zero_point, (float)qmin, (float)qmax, x, dy, dx, 1, fresh};
+    for_segments(L, &p);
 }
 
 /* ------------------------------------------------------------ tape ops */
@@ -126,19 +130,25 @@ static nb_tensor *out_like(nb_tape *t, const nb_tensor *x) {
     return y;
 }
 
+/* Records op for y = op(x) when x wants a gradient, with a copy of the
+ * saved state (bytes) in the tape's arena. */
+static void record(nb_tape *t, nb_qop op, nb_tensor *y, nb_tensor *x, const void *saved, size_t bytes) {
+    if (!nb_tape_wants(t, x, NULL, NULL)) return;
+    nb_node *n = nb_tape_record(t, &nb_quant_op_table[op], y, x, NULL, NULL);
+    void *s = nb_tape_scratch(t, bytes);
+    NB_ASSERT(n && s, "%s: %s", nb_quant_op_table[op].name, nb_last_error());
+    memcpy(s, saved, bytes);
+    n->saved = s;
+}
+
 nb_tensor *nb_fake_quant(nb_tape *t, nb_tensor *x, const nb_fq_layout *L, const float *scale,
                          const float *zero_point, int qmin, int qmax) {
     NB_ASSERT((size_t)L->rows * L->K == x->numel && L->G >= 1 && L->G <= L->K,
               "fake quant: layout (%d, %zu, G %zu) does not cover %zu elements", L->rows, L->K, L->G, x->numel);
     nb_tensor *y = out_like(t, x);
     nb_fq_forward(L, scale, zero_point, qmin, qmax, x->data, y->data);
-    if (nb_tape_wants(t, x, NULL, NULL)) {
-        nb_node *n = nb_tape_record(t, &nb_quant_op_table[NB_QOP_FAKE_QUANT], y, x, NULL, NULL);
-        fq_saved *s = nb_tape_scratch(t, sizeof *s);
-        NB_ASSERT(n && s, "fake quant: %s", nb_last_error());
-        *s = (fq_saved){*L, scale, zero_point, qmin, qmax};
-        n->saved = s;
-    }
+    const fq_saved s = {*L, scale, zero_point, qmin, qmax};
+    record(t, NB_QOP_FAKE_QUANT, y, x, &s, sizeof s);
     return y;
 }
 
@@ -157,24 +167,20 @@ void nb_fake_quant_backward(nb_tape *t, nb_node *n) {
 }
 
 /* Binary and ternary weights: w (rows, K) -> alpha[r] * t, t in {-1, 1} or
- * {-1, 0, 1}. alpha (rows) is written for export. */
-typedef struct {
-    int rows;
-    size_t K;
-    int ternary;
-} bt_saved;
-
+ * {-1, 0, 1}. alpha (rows) is written for export; y may be NULL (alpha
+ * only). */
 void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int ternary, float *alpha) {
     for (int r = 0; r < rows; r++) {
         const float *wr = w + (size_t)r * K;
-        float *yr = y + (size_t)r * K;
+        float *yr = y ? y + (size_t)r * K : NULL;
         double sum = 0.0;
         for (size_t k = 0; k < K; k++) sum += fabs((double)wr[k]);
         const double mean = sum / (double)K;
         if (!ternary) {
             /* XNOR-Net: alpha = mean |w|; sign(0) taken as +1 so there are two levels. */
             const float a = (float)mean;
-            for (size_t k = 0; k < K; k++) yr[k] = wr[k] >= 0.0f ? a : -a;
+            if (y)
+                for (size_t k = 0; k < K; k++) yr[k] = wr[k] >= 0.0f ? a : -a;
             alpha[r] = a;
             continue;
         }
@@ -188,7 +194,8 @@ void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int
                 cnt++;
             }
         const float a = cnt ? (float)(s / (double)cnt) : 0.0f;
-        for (size_t k = 0; k < K; k++) yr[k] = wr[k] > delta ? a : (wr[k] < -delta ? -a : 0.0f);
+        if (y)
+            for (size_t k = 0; k < K; k++) yr[k] = wr[k] > delta ? a : (wr[k] < -delta ? -a : 0.0f);
         alpha[r] = a;
     }
 }
@@ -198,26 +205,20 @@ nb_tensor *nb_binary_ternary(nb_tape *t, nb_tensor *w, int rows, int ternary, fl
     nb_tensor *y = out_like(t, w);
     const size_t K = w->numel / (size_t)rows;
     nb_binary_ternary_forward(w->data, y->data, rows, K, ternary, alpha);
-    if (nb_tape_wants(t, w, NULL, NULL)) {
-        nb_node *n = nb_tape_record(t, &nb_quant_op_table[NB_QOP_BINARY_TERNARY], y, w, NULL, NULL);
-        bt_saved *s = nb_tape_scratch(t, sizeof *s);
-        NB_ASSERT(n && s, "binary/ternary: %s", nb_last_error());
-        *s = (bt_saved){rows, K, ternary};
-        n->saved = s;
-    }
+    record(t, NB_QOP_BINARY_TERNARY, y, w, &ternary, sizeof ternary);
     return y;
 }
 
 /* STE: binary passes the gradient where |w| <= 1 (XNOR-Net's clipped
  * identity); ternary passes it everywhere (TWN). */
 void nb_binary_ternary_backward(nb_tape *t, nb_node *n) {
-    const bt_saved *s = n->saved;
+    const int ternary = *(const int *)n->saved;
     nb_tensor *w = n->in[0];
     if (!w->requires_grad) return;
     float *dw = nb_tape_grad(t, w);
     const float *dy = n->out->grad;
     for (size_t i = 0; i < w->numel; i++)
-        if (s->ternary || fabsf(w->data[i]) <= 1.0f) dw[i] += dy[i];
+        if (ternary || fabsf(w->data[i]) <= 1.0f) dw[i] += dy[i];
 }
 
 const nb_op_def nb_quant_op_table[NB_QOP_COUNT] = {

@@ -128,7 +128,8 @@ nb_tensor *nb_fake_quant(nb_tape *t, nb_tensor *x, const nb_fq_layout *L, const 
 
 /* Binary (XNOR-Net: alpha[r] = mean |w_r|, sign(0) = +1) or ternary (TWN:
  * threshold 0.7 mean |w_r|, alpha[r] = mean of |w| above it) weights, one
- * alpha per row of w viewed as (rows, K); y = alpha[r] * t. */
+ * alpha per row of w viewed as (rows, K); y = alpha[r] * t (y may be NULL:
+ * alpha only). */
 void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int ternary, float *alpha);
 /* The op: STE backward (binary: identity where |w| <= 1; ternary: identity). */
 nb_tensor *nb_binary_ternary(nb_tape *t, nb_tensor *w, int rows, int ternary, float *alpha);

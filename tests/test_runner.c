@@ -70,7 +70,7 @@ static double train_smallcnn(int epochs, float *epoch_loss) {
     nb_eval_result r;
     ck_assert_int_eq(nb_evaluate(m, lte, t, &r), NB_OK);
     ck_assert_int_eq(r.n, 500);
-    ck_assert_int_eq(m->training, 1); /* restored */
+    ck_assert_int_eq(m->pass, NB_PASS_TRAIN); /* restored */
     nb_tape_free(t);
     nb_free(mom);
     nb_model_free(m);
