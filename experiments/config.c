@@ -104,12 +104,16 @@ static nb_status get_number(const char *src, const char *path, const nb_cfg_key 
 
 static nb_status apply_object(const char *src, const cJSON *obj, const char *prefix, nb_config *c);
 
+/* Whether an earlier member of obj has item's key (cJSON keeps duplicates). */
+static int repeats_key(const cJSON *obj, const cJSON *item) {
+    for (const cJSON *prev = obj->child; prev != item; prev = prev->next)
+        if (strcmp(prev->string, item->string) == 0) return 1;
+    return 0;
+}
+
 /* The keys of one quant.layers rule. */
 static const char *const rule_keys[] = {"weight_bits", "act_bits", "weight_method", "act_method",
                                         "weight_granularity", "group_size", NULL};
-static const char *const rule_wmethods[] = {"none", "uniform", "binary", "ternary", NULL};
-static const char *const rule_amethods[] = {"none", "uniform", NULL};
-static const char *const rule_grans[] = {"tensor", "channel", "group", NULL};
 
 /* quant.layers: {"NAME or GLOB": {rule keys}} -> nb_qrule[] in file order
  * (later rules override earlier ones where both match a layer). */
@@ -125,9 +129,7 @@ static nb_status apply_rules(const char *src, const char *path, const nb_cfg_key
             return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: a layer name or glob is too long", src, path);
         if (n == NB_QUANT_MAX_RULES)
             return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: at most %d rules", src, path, NB_QUANT_MAX_RULES);
-        for (const cJSON *prev = v->child; prev != it; prev = prev->next)
-            if (strcmp(prev->string, it->string) == 0)
-                return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, rp);
+        if (repeats_key(v, it)) return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, rp);
         nb_qrule *r = &rules[n];
         memset(r, 0, sizeof *r);
         if (!it->string[0] || strlen(it->string) >= sizeof r->pattern)
@@ -140,9 +142,7 @@ static nb_status apply_rules(const char *src, const char *path, const nb_cfg_key
         for (const cJSON *f = it->child; f; f = f->next) {
             char fp[KEY_MAX + 64];
             snprintf(fp, sizeof fp, "%s.%s", rp, f->string);
-            for (const cJSON *prev = it->child; prev != f; prev = prev->next)
-                if (strcmp(prev->string, f->string) == 0)
-                    return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, fp);
+            if (repeats_key(it, f)) return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, fp);
             const char *name = f->string;
             if (!strcmp(name, "weight_bits") || !strcmp(name, "act_bits") || !strcmp(name, "group_size")) {
                 const int group = !strcmp(name, "group_size");
@@ -156,9 +156,9 @@ static nb_status apply_rules(const char *src, const char *path, const nb_cfg_key
             }
             const char *const *names = NULL;
             char *dst = NULL;
-            if (!strcmp(name, "weight_method")) names = rule_wmethods, dst = r->weight_method;
-            if (!strcmp(name, "act_method")) names = rule_amethods, dst = r->act_method;
-            if (!strcmp(name, "weight_granularity")) names = rule_grans, dst = r->weight_granularity;
+            if (!strcmp(name, "weight_method")) names = nb_cfg_weight_methods, dst = r->weight_method;
+            if (!strcmp(name, "act_method")) names = nb_cfg_act_methods, dst = r->act_method;
+            if (!strcmp(name, "weight_granularity")) names = nb_cfg_granularities, dst = r->weight_granularity;
             if (!names) {
                 const char *near = nb_cfg_suggest_among(rule_keys, name);
                 char hint[96] = "";
@@ -265,9 +265,7 @@ static nb_status apply_object(const char *src, const cJSON *obj, const char *pre
     for (const cJSON *it = obj->child; it; it = it->next) {
         char path[KEY_MAX];
         int len = snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", it->string);
-        for (const cJSON *prev = obj->child; prev != it; prev = prev->next)
-            if (strcmp(prev->string, it->string) == 0)
-                return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, path);
+        if (repeats_key(obj, it)) return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, path);
         const nb_cfg_key *k = len < (int)sizeof path ? nb_cfg_find(path) : NULL;
         if (!k) {
             if (!prefix[0] && strcmp(it->string, "extends") == 0)

@@ -55,6 +55,8 @@ typedef struct {
 } nb_cfg_key;
 
 extern const nb_cfg_key nb_cfg_keys[];
+/* The quant choices, shared by the schema rows and the quant.layers rules. */
+extern const char *const nb_cfg_weight_methods[], *const nb_cfg_act_methods[], *const nb_cfg_granularities[];
 extern const int nb_cfg_n_keys;
 
 /* The entry for a full key path, or NULL. */

@@ -14,9 +14,9 @@ static const char *const optimizers[] = {"sgd", "adamw", NULL};
 static const char *const schedules[] = {"constant", "step", "multistep", "cosine", "onecycle", NULL};
 static const char *const shortcuts[] = {"A", "B", NULL};
 static const char *const stems[] = {"auto", "imagenet", "cifar", NULL};
-static const char *const wmethods[] = {"none", "uniform", "binary", "ternary", NULL};
-static const char *const amethods[] = {"none", "uniform", NULL};
-static const char *const grans[] = {"tensor", "channel", "group", NULL};
+const char *const nb_cfg_weight_methods[] = {"none", "uniform", "binary", "ternary", NULL};
+const char *const nb_cfg_act_methods[] = {"none", "uniform", NULL};
+const char *const nb_cfg_granularities[] = {"tensor", "channel", "group", NULL};
 static const char *const observers[] = {"minmax", "ema", "percentile", "mse", "kl", NULL};
 
 #define FIELD(f) .off = offsetof(nb_config, f), .size = sizeof(((nb_config *)0)->f)
@@ -103,16 +103,16 @@ const nb_cfg_key nb_cfg_keys[] = {
 
     OBJ("quant"),
     OBJ("quant.weights"),
-    {KEY("quant.weights.method", ENUM, quant.weights.method), .names = wmethods, .sdef = "none"},
+    {KEY("quant.weights.method", ENUM, quant.weights.method), .names = nb_cfg_weight_methods, .sdef = "none"},
     {KEY("quant.weights.bits", INT, quant.weights.bits), IN_CLOSED(2, 8), .def = 8},
-    {KEY("quant.weights.granularity", ENUM, quant.weights.granularity), .names = grans, .sdef = "channel"},
+    {KEY("quant.weights.granularity", ENUM, quant.weights.granularity), .names = nb_cfg_granularities, .sdef = "channel"},
     {KEY("quant.weights.group_size", INT, quant.weights.group_size), GE(1), .def = 64},
     {KEY("quant.weights.symmetric", BOOL, quant.weights.symmetric), .def = 1},
     {KEY("quant.weights.narrow", BOOL, quant.weights.narrow), .def = 0},
     {KEY("quant.weights.observer", ENUM, quant.weights.observer), .names = observers, .sdef = "minmax"},
     {KEY("quant.weights.recompute", BOOL, quant.weights.recompute), .def = 1},
     OBJ("quant.activations"),
-    {KEY("quant.activations.method", ENUM, quant.activations.method), .names = amethods, .sdef = "none"},
+    {KEY("quant.activations.method", ENUM, quant.activations.method), .names = nb_cfg_act_methods, .sdef = "none"},
     {KEY("quant.activations.bits", INT, quant.activations.bits), IN_CLOSED(2, 8), .def = 8},
     {KEY("quant.activations.symmetric", BOOL, quant.activations.symmetric), .def = 1},
     {KEY("quant.activations.observer", ENUM, quant.activations.observer), .names = observers, .sdef = "minmax"},

@@ -79,23 +79,6 @@ static void write_f32(writer *w, hid_t loc, const char *group, const char *name,
     write_f32_lcpl(w, loc, group, name, ndim, dims, data, H5P_DEFAULT);
 }
 
-/* Every entry of a model's ext (quantizer state) as /quant/<name>; names
- * hold a '/' ("layer1.0.conv1.weight/scale"), so groups are made on the way. */
-static void write_quant(writer *w, hid_t f, const nb_model_ext *q) {
-    if (w->st != NB_OK) return;
-    hid_t g = H5Gcreate2(f, "quant", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    if (g < 0 || lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) failed(w, "/quant", "");
-    for (int i = 0; i < q->n_entries && w->st == NB_OK; i++) {
-        const nb_tensor *t = q->entries[i].t;
-        hsize_t dims[NB_MAX_DIMS];
-        for (int k = 0; k < t->ndim; k++) dims[k] = (hsize_t)t->shape[k];
-        write_f32_lcpl(w, g, "/quant/", q->entries[i].name, t->ndim, dims, t->data, lcpl);
-    }
-    if (lcpl >= 0) H5Pclose(lcpl);
-    if (g >= 0) H5Gclose(g);
-}
-
 static void write_root_attrs(writer *w, hid_t f, const char *arch, const nb_ckpt_meta *mt) {
     const char *r = "root attribute ";
     attr_string(w, f, r, "nb_format", NB_CKPT_FORMAT);
@@ -114,20 +97,24 @@ static void write_root_attrs(writer *w, hid_t f, const char *arch, const nb_ckpt
     if (mt->config_json) attr_string(w, f, r, "config", mt->config_json);
 }
 
-static void write_model(writer *w, hid_t f, const nb_model *m) {
+/* Registry entries as float32 datasets /<group>/<name>: the model's under
+ * /model/, its quant ext's under /quant/ (names such as
+ * "layer1.0.conv1.weight/scale" hold a '/', so groups are made on the way). */
+static void write_entries(writer *w, hid_t f, const char *group, const nb_entry *e, int n) {
     if (w->st != NB_OK) return;
-    hid_t g = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) {
-        failed(w, "/model", "");
-        return;
-    }
-    for (int i = 0; i < m->n_entries; i++) {
-        const nb_tensor *t = m->entries[i].t;
+    char where[32];
+    snprintf(where, sizeof where, "/%s/", group);
+    hid_t g = H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (g < 0 || lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) failed(w, where, "");
+    for (int i = 0; i < n && w->st == NB_OK; i++) {
+        const nb_tensor *t = e[i].t;
         hsize_t dims[NB_MAX_DIMS];
         for (int k = 0; k < t->ndim; k++) dims[k] = (hsize_t)t->shape[k];
-        write_f32(w, g, "/model/", m->entries[i].name, t->ndim, dims, t->data);
+        write_f32_lcpl(w, g, where, e[i].name, t->ndim, dims, t->data, lcpl);
     }
-    H5Gclose(g);
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (g >= 0) H5Gclose(g);
 }
 
 static void write_optim(writer *w, hid_t f, nb_optimizer *opt) {
@@ -224,8 +211,8 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
     }
     created = 1;
     write_root_attrs(&w, f, m->arch, meta);
-    write_model(&w, f, m);
-    if (m->quant) write_quant(&w, f, m->quant);
+    write_entries(&w, f, "model", m->entries, m->n_entries);
+    if (m->quant) write_entries(&w, f, "quant", m->quant->entries, m->quant->n_entries);
     if (opt) write_optim(&w, f, opt);
     if (w.st == NB_OK && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) failed(&w, tmp, "");
     if (w.st == NB_OK) w.st = write_image(path, tmp, f);

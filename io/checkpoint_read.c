@@ -211,6 +211,31 @@ static void hint_arch(const char *path, hid_t f, const nb_model *m) {
     nb_free(arch);
 }
 
+/* Reads /<group>/<name> of each of the n entries (shape checked; `who`
+ * names the side that expects it) into stage, their numels back to back. */
+static nb_status read_entries(const char *path, hid_t g, const char *group, const char *who, const nb_entry *e,
+                              int n, float *stage) {
+    nb_status st = NB_OK;
+    for (int i = 0; i < n && st == NB_OK; i++) {
+        st = nb_ckpt_read_f32(path, g, group, e[i].name, e[i].t->ndim, e[i].t->shape, who, stage);
+        stage += e[i].t->numel;
+    }
+    return st;
+}
+
+/* Exchanges the entries' data with stage (laid out as read_entries fills
+ * it): the entries get the loaded values, stage keeps the old ones. */
+static void swap_entries(const nb_entry *e, int n, float *stage) {
+    for (int i = 0; i < n; i++) {
+        float *d = e[i].t->data;
+        for (size_t k = 0; k < e[i].t->numel; k++, stage++) {
+            const float v = d[k];
+            d[k] = *stage;
+            *stage = v;
+        }
+    }
+}
+
 nb_status nb_checkpoint_load_model(const char *path, nb_model *m, int strict) {
     nb_status st;
     hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
@@ -231,14 +256,7 @@ nb_status nb_checkpoint_load_model(const char *path, nb_model *m, int strict) {
                           total);
         goto cleanup;
     }
-    size_t off = 0;
-    for (int i = 0; i < m->n_entries && st == NB_OK; i++) {
-        const nb_tensor *t = m->entries[i].t;
-        st = nb_ckpt_read_f32(path, g, "/model/", m->entries[i].name, t->ndim, t->shape,
-                              "the model", stage + off);
-        off += t->numel;
-    }
-    if (st != NB_OK) {
+    if ((st = read_entries(path, g, "/model/", "the model", m->entries, m->n_entries, stage)) != NB_OK) {
         hint_arch(path, f, m);
         goto cleanup;
     }
@@ -252,12 +270,7 @@ nb_status nb_checkpoint_load_model(const char *path, nb_model *m, int strict) {
                               path, u.first, m->arch, u.count, u.count == 1 ? "" : "s");
         if (st != NB_OK) goto cleanup;
     }
-    off = 0;
-    for (int i = 0; i < m->n_entries; i++) {
-        nb_tensor *t = m->entries[i].t;
-        memcpy(t->data, stage + off, t->numel * sizeof(float));
-        off += t->numel;
-    }
+    swap_entries(m->entries, m->n_entries, stage);
 
 cleanup:
     nb_free(stage);
@@ -321,14 +334,8 @@ nb_status nb_checkpoint_load_quant(const char *path, nb_model *m) {
         st = NB_STATUS_OOM;
         goto cleanup;
     }
-    size_t off = 0;
-    for (int i = 0; i < q->n_entries && st == NB_OK; i++) {
-        const nb_tensor *t = q->entries[i].t;
-        st = nb_ckpt_read_f32(path, g, "/quant/", q->entries[i].name, t->ndim, t->shape, "the quant policy",
-                              stage + off);
-        off += t->numel;
-    }
-    if (st != NB_OK) goto cleanup;
+    if ((st = read_entries(path, g, "/quant/", "the quant policy", q->entries, q->n_entries, stage)) != NB_OK)
+        goto cleanup;
     quant_visit v = {.q = q};
     if (H5Lvisit(g, H5_INDEX_NAME, H5_ITER_INC, visit_quant, &v) < 0) {
         char d[256];
@@ -341,32 +348,15 @@ nb_status nb_checkpoint_load_quant(const char *path, nb_model *m) {
                           "quant section and the file disagree)", path, v.first, v.count);
         goto cleanup;
     }
-    /* Stage is complete and checked: copy, then let the owner validate;
-     * on its failure restore nothing is possible cheaply, so copy back. */
-    float *old = nb_malloc((total ? total : 1) * sizeof(float));
-    if (!old) {
-        st = NB_STATUS_OOM;
-        goto cleanup;
-    }
-    off = 0;
-    for (int i = 0; i < q->n_entries; i++) {
-        nb_tensor *t = q->entries[i].t;
-        memcpy(old + off, t->data, t->numel * sizeof(float));
-        memcpy(t->data, stage + off, t->numel * sizeof(float));
-        off += t->numel;
-    }
+    /* Everything read and checked: swap it in and let the owner validate
+     * the values (scales, ranges); if it refuses, swap the old state back. */
+    swap_entries(q->entries, q->n_entries, stage);
     if (q->after_load && (st = q->after_load(q->owner)) != NB_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", nb_last_error());
         st = nb_set_error(st, "%s: %s", path, msg);
-        off = 0;
-        for (int i = 0; i < q->n_entries; i++) {
-            nb_tensor *t = q->entries[i].t;
-            memcpy(t->data, old + off, t->numel * sizeof(float));
-            off += t->numel;
-        }
+        swap_entries(q->entries, q->n_entries, stage);
     }
-    nb_free(old);
 cleanup:
     nb_free(stage);
     if (g >= 0) H5Gclose(g);
