@@ -14,8 +14,9 @@ static const char *const optimizers[] = {"sgd", "adamw", NULL};
 static const char *const schedules[] = {"constant", "step", "multistep", "cosine", "onecycle", NULL};
 static const char *const shortcuts[] = {"A", "B", NULL};
 static const char *const stems[] = {"auto", "imagenet", "cifar", NULL};
-const char *const nb_cfg_weight_methods[] = {"none", "uniform", "binary", "ternary", NULL};
-const char *const nb_cfg_act_methods[] = {"none", "uniform", NULL};
+const char *const nb_cfg_weight_methods[] = {"none", "uniform", "binary", "ternary", "lsq", NULL};
+const char *const nb_cfg_act_methods[] = {"none", "uniform", "lsq", "lsq+", "pact", NULL};
+static const char *const lsq_grad_n[] = {"example", "batch", "none", NULL};
 const char *const nb_cfg_granularities[] = {"tensor", "channel", "group", NULL};
 static const char *const observers[] = {"minmax", "ema", "percentile", "mse", "kl", NULL};
 
@@ -67,6 +68,7 @@ const nb_cfg_key nb_cfg_keys[] = {
     {KEY("train.grad_clip", FLOAT, train.grad_clip), GE(0), .def = 0},
     {KEY("train.log_every", INT, train.log_every), GE(1), .def = 50},
     {KEY("train.eval_every", INT, train.eval_every), GE(1), .def = 1},
+    {KEY("train.freeze_bn_epochs", INT, train.freeze_bn_epochs), GE(0), .def = 0},
 
     OBJ("train.optimizer"),
     {KEY("train.optimizer.name", ENUM, train.optimizer.name), .names = optimizers, .sdef = "sgd"},
@@ -128,6 +130,10 @@ const nb_cfg_key nb_cfg_keys[] = {
     {KEY("quant.calibration.mse_grid", INT, quant.mse_grid), GE(1), .def = 100},
     {KEY("quant.calibration.kl_bins", INT, quant.kl_bins), IN_CLOSED(16, 1 << 20), .def = 2048},
     {KEY("quant.fold_bn", BOOL, quant.fold_bn), .def = 0},
+    {KEY("quant.lr_scale", FLOAT, quant.lr_scale), GT(0), .def = 1},
+    OBJ("quant.lsq"),
+    {KEY("quant.lsq.grad_scale", ENUM, quant.lsq_grad_n), .names = lsq_grad_n, .sdef = "example"},
+    {KEY("quant.lsq.min_step", FLOAT, quant.min_step), GT(0), .def = 1e-8},
 
     OBJ("output"),
     {KEY("output.dir", STRING, output.dir), .sdef = ""}, /* "" = runs/<name> */

@@ -35,6 +35,8 @@
  *   init:  checkpoint [""], strict [true]
  *   train: epochs (required), batch_size [128], label_smoothing [0],
  *          grad_clip [0 = off], log_every [50], eval_every [1],
+ *          freeze_bn_epochs [0] (batchnorm uses its running statistics, frozen,
+ *          in the last N epochs),
  *          optimizer {name ["sgd" | "adamw"], lr (required), momentum [0.9],
  *                     nesterov [false], dampening [0], weight_decay [0],
  *                     betas [[0.9, 0.999]], eps [1e-8],
@@ -45,18 +47,21 @@
  *                     milestones [[]], pct_start [0.3], div_factor [25],
  *                     final_div_factor [1e4]},
  *          distill {teacher [""], temperature [4], weight [0.5]}
- *   quant: weights {method ["none" | "uniform" | "binary" | "ternary"], bits [8],
+ *   quant: weights {method ["none" | "uniform" | "binary" | "ternary" | "lsq"], bits [8],
  *                   granularity ["channel" | "tensor" | "group"], group_size [64],
  *                   symmetric [true], narrow [false], observer ["minmax" | "ema" |
  *                   "percentile" | "mse" | "kl"], recompute [true]},
- *          activations {method ["none" | "uniform"], bits [8], symmetric [true],
+ *          activations {method ["none" | "uniform" | "lsq" | "lsq+" | "pact"], bits [8],
+ *                   symmetric [true],
  *                   observer ["minmax"]},
  *          first_layer_bits [8], last_layer_bits [8] (0 = as the rest),
  *          layers {"NAME or GLOB": {weight_bits, act_bits, weight_method,
  *                   act_method, weight_granularity, group_size}},
  *          calibration {batches [32], batch_size [128], percentile [99.99],
  *                   ema_momentum [0.9], mse_grid [100], kl_bins [2048]},
- *          fold_bn [false] (set by nibble ptq in the checkpoints it writes)
+ *          fold_bn [false] (set by nibble ptq in the checkpoints it writes),
+ *          lr_scale [1] (lr multiplier of the learned quantizer parameters),
+ *          lsq {grad_scale ["example" | "batch" | "none"], min_step [1e-8]}
  *   output: dir ["runs/<name>"], steps_every [0 = log_every]
  */
 #ifndef NB_CONFIG_H
@@ -117,6 +122,7 @@ typedef struct {
 
 typedef struct {
     int epochs, batch_size;
+    int freeze_bn_epochs;       /* batchnorm statistics frozen (running ones used) for the last N epochs */
     float label_smoothing, grad_clip;
     int log_every, eval_every;
     nb_optimizer_config optimizer;

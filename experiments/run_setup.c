@@ -128,8 +128,10 @@ nb_status nb_run_calibrate(const nb_config *c, nb_model *m, nb_dataset *train, n
         nb_loader_free(l);
         return st;
     }
-    const long total = (long)nb_loader_batches_per_epoch(l) < p->calib_batches ? (long)nb_loader_batches_per_epoch(l)
-                                                                              : p->calib_batches;
+    /* Learned quantizers start from one batch [LSQ paper]; observers see
+     * quant.calibration.batches. */
+    const long want = nb_quant_needs_observers(m) ? p->calib_batches : 1;
+    const long total = (long)nb_loader_batches_per_epoch(l) < want ? (long)nb_loader_batches_per_epoch(l) : want;
     const int C = nb_dataset_channels(train), H = nb_loader_out_h(l), W = nb_loader_out_w(l);
     const nb_pass was = m->pass;
     const int had = nb_tape_set_grad(tape, 0);
@@ -201,7 +203,7 @@ nb_optimizer *nb_run_optimizer(const nb_config *c, nb_model *m) {
     /* Trained quantizer parameters (step sizes): their own group, no decay. */
     const nb_model_ext *q = m->quant;
     if (q && q->n_param_floats) {
-        const int g_quant = nb_optimizer_add_group(opt, "quant", 1.0f, 0.0f);
+        const int g_quant = nb_optimizer_add_group(opt, "quant", c->quant.lr_scale, 0.0f);
         if (g_quant < 0) goto fail;
         for (int i = 0; i < q->n_entries; i++) {
             const nb_entry *e = &q->entries[i];

@@ -169,6 +169,10 @@ static nb_status setup(run *r, const nb_train_opts *o) {
         if (c->init.checkpoint[0] &&
             (st = nb_checkpoint_load_model(c->init.checkpoint, r->m, c->init.strict)) != NB_OK)
             return st;
+        if (!c->init.checkpoint[0] && nb_quant_learned(r->m))
+            nb_log(NB_LOG_WARN, "%s: learned quantizers (lsq, lsq+, pact) start from a trained FP32 model in "
+                   "the LSQ recipe, but init.checkpoint is empty: training from random weights (set "
+                   "init.checkpoint to an FP32 checkpoint)", c->source[0] ? c->source : c->name);
         /* Quantizers start from scales calibrated on the (initial) model. */
         if (r->m->quant && (st = nb_run_calibrate(c, r->m, r->dtr, r->tape, o->progress)) != NB_OK) return st;
     }
@@ -206,19 +210,26 @@ static nb_status open_run_dir(run *r) {
     return NB_OK;
 }
 
-static nb_status numeric_stop(run *r, const char *what, double v) {
+/* A non-finite value stops the run; `what` says which ("the loss is nan"). */
+static nb_status numeric_stop_text(run *r, const char *what) {
     const long step = r->meta.step + 1, batch = r->meta.step_in_epoch + 1;
     const int epoch = r->meta.epoch + 1;
     if (!file_exists(r->last))
         return nb_set_error(NB_STATUS_NUMERIC,
-                            "step %ld (epoch %d, batch %ld): %s is %g; stopping. No checkpoint was "
+                            "step %ld (epoch %d, batch %ld): %s; stopping. No checkpoint was "
                             "written yet. HINT: lower train.optimizer.lr, add warmup "
                             "(train.schedule.warmup_epochs) or set train.grad_clip",
-                            step, epoch, batch, what, v);
+                            step, epoch, batch, what);
     return nb_set_error(NB_STATUS_NUMERIC,
-                        "step %ld (epoch %d, batch %ld): %s is %g; stopping. %s keeps the last good "
+                        "step %ld (epoch %d, batch %ld): %s; stopping. %s keeps the last good "
                         "state (step %ld)",
-                        step, epoch, batch, what, v, r->last, r->saved_step);
+                        step, epoch, batch, what, r->last, r->saved_step);
+}
+
+static nb_status numeric_stop(run *r, const char *what, double v) {
+    char text[256];
+    snprintf(text, sizeof text, "%s is %g", what, v);
+    return numeric_stop_text(r, text);
 }
 
 /* The teacher's logits were NaN or Inf: its weights are the cause, not the
@@ -259,7 +270,11 @@ static nb_status train_step(run *r, nb_tensor *x, const int32_t *y, int n, float
         if (!isfinite(norm)) return numeric_stop(r, "the gradient norm", norm);
     }
     nb_optimizer_step(r->opt, lr);
-    if (r->m->quant && r->m->quant->after_step) r->m->quant->after_step(r->m->quant->owner);
+    if (r->m->quant && r->m->quant->after_step && (st = r->m->quant->after_step(r->m->quant->owner)) != NB_OK) {
+        char what[1024];
+        snprintf(what, sizeof what, "%s", nb_last_error());
+        return st == NB_STATUS_NUMERIC ? numeric_stop_text(r, what) : st;
+    }
     long c1 = 0, c5 = 0;
     nb_topk_correct(logits, y, &c1, &c5);
     r->meta.train_loss_sum += (double)lv * n;
@@ -348,6 +363,13 @@ nb_status nb_train(const nb_config *c, const nb_train_opts *opts, nb_train_resul
     while (r.meta.epoch < t->epochs) {
         const int e = r.meta.epoch;
         if ((st = nb_loader_start_epoch(r.ltr, e)) != NB_OK) goto done;
+        /* The recipe's last epochs with batchnorm statistics frozen (derived
+         * from the epoch, so a resumed run does the same). */
+        const int frozen = t->freeze_bn_epochs > 0 && e >= t->epochs - t->freeze_bn_epochs;
+        if (frozen && !r.m->bn_frozen)
+            nb_log(NB_LOG_INFO, "epoch %d: batchnorm statistics frozen for the last %d epochs (train.freeze_bn_epochs)",
+                   e + 1, t->epochs - e);
+        r.m->bn_frozen = frozen;
         const float *xb;
         const int32_t *yb;
         int n = 0;

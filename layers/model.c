@@ -237,6 +237,8 @@ nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
 
 void nb_model_train(nb_model *m, int training) { nb_model_set_pass(m, training ? NB_PASS_TRAIN : NB_PASS_EVAL); }
 
+int nb_model_bn_batch_stats(const nb_model *m) { return m->pass == NB_PASS_TRAIN && !m->bn_frozen; }
+
 void nb_model_set_pass(nb_model *m, nb_pass pass) {
     m->pass = pass;
 }

@@ -234,8 +234,10 @@ typedef struct nb_model_ext {
     size_t n_buffer_floats;
     void *owner;
     void (*free)(void *owner);
-    /* after every optimizer step (keep step sizes > 0, EMA updates); may be NULL */
-    void (*after_step)(void *owner);
+    /* after every optimizer step (keep step sizes > 0, EMA updates); may be
+     * NULL. NB_STATUS_NUMERIC with a message naming the state that became
+     * NaN or Inf. */
+    nb_status (*after_step)(void *owner);
     /* after its entries were loaded from a checkpoint; may be NULL */
     nb_status (*after_load)(void *owner);
 } nb_model_ext;
@@ -252,6 +254,8 @@ struct nb_model {
     float *buffer_data;
     size_t n_buffer_floats;
     nb_pass pass;               /* NB_PASS_TRAIN: batchnorm uses batch statistics */
+    int bn_frozen;              /* batchnorm uses (and keeps) its running statistics in
+                                   NB_PASS_TRAIN too (train.freeze_bn_epochs) */
     int first_module, last_module; /* indices into modules (roles FIRST, LAST), -1 if none */
     nb_model_ext *quant;        /* NULL for an FP32 model */
     nb_forward_fn forward;
@@ -276,6 +280,8 @@ const char *const *nb_model_archs(void);
 nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x);
 /* training ? NB_PASS_TRAIN : NB_PASS_EVAL. */
 void nb_model_train(nb_model *m, int training);
+/* Whether batchnorm uses batch statistics: NB_PASS_TRAIN and not frozen. */
+int nb_model_bn_batch_stats(const nb_model *m);
 /* Any pass; batchnorm uses batch statistics only in NB_PASS_TRAIN. */
 void nb_model_set_pass(nb_model *m, nb_pass pass);
 /* Zero the gradients of the parameters and of the attached ext's. */

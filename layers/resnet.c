@@ -49,9 +49,9 @@ static nb_tensor *block_forward(basic_block *b, nb_tape *t, nb_tensor *x, int tr
 static nb_tensor *resnet_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     resnet *r = m->net;
     nb_tensor *h = nb_conv2d_module_forward(r->conv1, t, x);
-    h = nb_bn_module_forward(r->bn1, t, h, m->pass == NB_PASS_TRAIN, 1);
+    h = nb_bn_module_forward(r->bn1, t, h, nb_model_bn_batch_stats(m), 1);
     if (r->maxpool) h = nb_maxpool2d(t, h, 3, 2, 1);
-    for (int i = 0; i < r->n_blocks; i++) h = block_forward(&r->blocks[i], t, h, m->pass == NB_PASS_TRAIN);
+    for (int i = 0; i < r->n_blocks; i++) h = block_forward(&r->blocks[i], t, h, nb_model_bn_batch_stats(m));
     return nb_linear_module_forward(r->fc, t, nb_global_avgpool(t, h));
 }
 
@@ -153,7 +153,7 @@ static nb_tensor *smallcnn_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     smallcnn *s = m->net;
     nb_tensor *h = x;
     for (int i = 0; i < 3; i++) {
-        h = nb_bn_module_forward(s->bn[i], t, nb_conv2d_module_forward(s->conv[i], t, h), m->pass == NB_PASS_TRAIN, 1);
+        h = nb_bn_module_forward(s->bn[i], t, nb_conv2d_module_forward(s->conv[i], t, h), nb_model_bn_batch_stats(m), 1);
         if (i < 2) h = nb_maxpool2d(t, h, 2, 2, 0);
     }
     return nb_linear_module_forward(s->fc, t, nb_global_avgpool(t, h));

@@ -19,11 +19,13 @@ typedef struct {
     char calib_msg[512];
 } qstate;
 
-static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary"};
+static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary", "lsq", "lsq+", "pact"};
 static const char *const gran_names[NB_QG_COUNT] = {"tensor", "channel", "group"};
 
 const char *nb_qmethod_name(nb_qmethod m) { return (unsigned)m < NB_QM_COUNT ? method_names[m] : NULL; }
 const char *nb_qgran_name(nb_qgran g) { return (unsigned)g < NB_QG_COUNT ? gran_names[g] : NULL; }
+
+int nb_qmethod_learned(nb_qmethod m) { return m == NB_QM_LSQ || m == NB_QM_LSQ_PLUS || m == NB_QM_PACT; }
 
 static int index_of(const char *const *names, int n, const char *s) {
     for (int i = 0; i < n; i++)
@@ -49,6 +51,9 @@ void nb_quant_policy_default(nb_quant_policy *p) {
     p->ema_momentum = 0.9f;
     p->mse_grid = 100;
     p->kl_bins = 2048;
+    p->lr_scale = 1.0f;
+    strcpy(p->lsq_grad_n, "example");
+    p->min_step = 1e-8f;
 }
 
 int nb_quant_enabled(const nb_quant_policy *p) {
@@ -85,10 +90,18 @@ static int rule_matches(const nb_qrule *r, const char *name) {
 }
 
 static nb_status check_side(const side_cfg *c, const char *layer, const char *side) {
-    if (c->method == NB_QM_UNIFORM && (c->bits < 2 || c->bits > 8))
+    if ((c->method == NB_QM_UNIFORM || nb_qmethod_learned(c->method)) && (c->bits < 2 || c->bits > 8))
         return nb_set_error(NB_STATUS_BAD_INPUT,
-                            "quant: %s %s: uniform quantization needs 2..8 bits, got %d (1 bit: method "
-                            "\"binary\")", layer, side, c->bits);
+                            "quant: %s %s: method \"%s\" needs 2..8 bits, got %d (1 bit: method "
+                            "\"binary\")", layer, side, method_names[c->method], c->bits);
+    if ((c->method == NB_QM_LSQ_PLUS || c->method == NB_QM_PACT) && strcmp(side, "weight") == 0)
+        return nb_set_error(NB_STATUS_BAD_INPUT,
+                            "quant: %s weight: method \"%s\" is for activations only (weights: \"lsq\" or "
+                            "\"uniform\")", layer, method_names[c->method]);
+    if ((c->method == NB_QM_LSQ || c->method == NB_QM_PACT) && !c->symmetric)
+        return nb_set_error(NB_STATUS_BAD_INPUT,
+                            "quant: %s %s: method \"%s\" is symmetric (symmetric: false is not supported; the "
+                            "learned asymmetric quantizer is \"lsq+\")", layer, side, method_names[c->method]);
     if ((c->method == NB_QM_BINARY || c->method == NB_QM_TERNARY) && strcmp(side, "input") == 0)
         return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s input: method \"%s\" is for weights only", layer,
                             method_names[c->method]);
@@ -117,7 +130,7 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
     if (fixed > 0) {
         /* LSQ practice: the first and last layers stay at 8 bits, uniform. */
         if (w->method != NB_QM_NONE) {
-            w->method = NB_QM_UNIFORM;
+            if (w->method == NB_QM_BINARY || w->method == NB_QM_TERNARY) w->method = NB_QM_UNIFORM;
             w->bits = fixed;
         }
         if (a->method != NB_QM_NONE) a->bits = fixed;
@@ -167,12 +180,66 @@ static void weight_params(nb_quantizer *q, const float *w) {
         }
 }
 
+/* LSQ's initial step [paper]: s0 = 2·mean|v| / sqrt(Qp); a segment of
+ * zeros takes 1 (any step represents it), non-finite values give NaN. */
+static float lsq_init_step(const float *v, size_t n, int qmax) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += fabs((double)v[i]);
+    const double s = 2.0 * (sum / (double)n) / sqrt((double)qmax);
+    if (!isfinite(s)) return NAN;
+    return s > 0.0 ? (float)s : 1.0f;
+}
+
+static qstate *owner_state(const nb_quantizer *q) { return (qstate *)q->mod->owner->quant->owner; }
+
+/* Learned weights (LSQ): steps from the current weights, segment by segment. */
+static void lsq_weight_init(nb_quantizer *q, const float *w) {
+    const nb_fq_layout *L = &q->L;
+    const size_t ng = (L->K + L->G - 1) / L->G;
+    for (size_t r = 0; r < (size_t)L->rows; r++)
+        for (size_t g = 0; g < ng; g++)
+            q->step->data[r * ng + g] =
+                lsq_init_step(w + r * L->K + g * L->G, g + 1 < ng ? L->G : L->K - g * L->G, q->qmax);
+    q->ready[0] = 1.0f;
+}
+
+/* Learned activations from one batch: LSQ's s0 [paper]; LSQ+ (s, β) from
+ * the MSE-optimal asymmetric range [lo, hi] (s = (hi - lo) / qmax, β = lo,
+ * the paper's MSE initialisation); PACT's α from the MSE-optimal clipping
+ * level (our choice: the paper starts from a constant). Non-finite data
+ * give a NaN step, which the NaN guard then reports. */
+static void learned_act_init(nb_quantizer *q, const float *x, size_t n) {
+    if (q->method == NB_QM_LSQ) {
+        q->step->data[0] = lsq_init_step(x, n, q->qmax);
+    } else {
+        nb_observer_opts o = nb_observer_opts_default(NB_OBS_MSE);
+        o.grid = owner_state(q)->policy.mse_grid;
+        float lo = 0.0f, hi = 0.0f;
+        if (nb_observe_range(&o, &q->spec, x, n, &lo, &hi) != NB_OK) lo = hi = NAN;
+        if (q->method == NB_QM_LSQ_PLUS) {
+            const float s = (hi - lo) / (float)q->qmax;
+            q->step->data[0] = s > 0.0f || s != s ? s : 1.0f;
+            q->offset->data[0] = lo;
+        } else {
+            const float a = lo != lo || hi != hi ? NAN : fmaxf(-lo, hi);
+            q->step->data[0] = a > 0.0f || a != a ? a : (float)q->qmax; /* all zeros: s = 1 */
+        }
+    }
+    if (q->method == NB_QM_PACT) q->scale[0] = q->step->data[0] / (float)q->qmax;
+    q->ready[0] = 1.0f;
+}
+
 static nb_tensor *weight_hook(void *state, nb_tape *t, nb_tensor *w, nb_pass pass) {
     nb_quantizer *q = state;
     if (pass == NB_PASS_PROBE || pass == NB_PASS_CALIBRATE || q->method == NB_QM_NONE) return w;
     if (q->method == NB_QM_BINARY || q->method == NB_QM_TERNARY) {
         q->ready[0] = 1.0f;
         return nb_binary_ternary(t, w, q->L.rows, q->method == NB_QM_TERNARY, q->scale);
+    }
+    if (q->method == NB_QM_LSQ) {
+        if (q->ready[0] == 0.0f) lsq_weight_init(q, w->data);
+        const nb_lsq_args a = {NB_LSQ_LSQ, q->L, q->step, NULL, q->qmin, q->qmax, q->grad_scale};
+        return nb_lsq(t, w, &a);
     }
     if (q->recompute || q->ready[0] == 0.0f) {
         weight_params(q, w->data);
@@ -181,11 +248,27 @@ static nb_tensor *weight_hook(void *state, nb_tape *t, nb_tensor *w, nb_pass pas
     return nb_fake_quant(t, w, &q->L, q->scale, q->zero_point, q->qmin, q->qmax);
 }
 
+/* The LSQ gradient scale of an activation x: 1/sqrt(N·Qp), N per
+ * quant.lsq.grad_scale ("example": the features of one example, the
+ * paper's; "batch": every element; "none": g = 1). */
+static float act_grad_scale(const nb_quantizer *q, const nb_tensor *x) {
+    if (q->method == NB_QM_PACT) return 1.0f;
+    const char *mode = owner_state(q)->policy.lsq_grad_n;
+    if (!strcmp(mode, "none")) return 1.0f;
+    const double N = !strcmp(mode, "batch") ? (double)x->numel : (double)x->numel / (double)x->shape[0];
+    return (float)(1.0 / sqrt(N * (double)q->qmax));
+}
+
 static nb_tensor *input_hook(void *state, nb_tape *t, nb_tensor *x, nb_pass pass) {
     nb_quantizer *q = state;
     if (pass == NB_PASS_PROBE || q->method == NB_QM_NONE) return x;
+    const int learned = nb_qmethod_learned(q->method);
+    if (pass == NB_PASS_CALIBRATE && learned) {
+        if (q->calib_seen++ == 0) learned_act_init(q, x->data, x->numel); /* [paper]: the first batch */
+        return x;
+    }
     if (pass == NB_PASS_CALIBRATE) {
-        qstate *qs = (qstate *)q->mod->owner->quant->owner;
+        qstate *qs = owner_state(q);
         if (qs->calib_st != NB_OK) return x;
         if (!q->observer && !(q->observer = nb_observer_new(&q->obs))) {
             qs->calib_st = NB_STATUS_OOM;
@@ -198,6 +281,13 @@ static nb_tensor *input_hook(void *state, nb_tape *t, nb_tensor *x, nb_pass pass
             snprintf(qs->calib_msg, sizeof qs->calib_msg, "%s: %s", q->name, nb_last_error());
         }
         return x;
+    }
+    if (learned) {
+        if (q->ready[0] == 0.0f) learned_act_init(q, x->data, x->numel); /* no calibration pass: this batch */
+        const nb_lsq_kind kind = q->method == NB_QM_LSQ ? NB_LSQ_LSQ : q->method == NB_QM_PACT ? NB_LSQ_PACT : NB_LSQ_PLUS;
+        const nb_lsq_args a = {kind, {1, x->numel, x->numel}, q->step, q->offset, q->qmin, q->qmax,
+                               act_grad_scale(q, x)};
+        return nb_lsq(t, x, &a);
     }
     NB_ASSERT(q->ready[0] != 0.0f, "quantizer %s used before calibration (run a calibration pass first)", q->name);
     const nb_fq_layout L = {1, x->numel, x->numel};
@@ -229,13 +319,19 @@ static void qstate_free(void *owner) {
 static nb_status after_load(void *owner) {
     qstate *qs = owner;
     for (int i = 0; i < qs->n; i++) {
-        const nb_quantizer *q = &qs->q[i];
+        nb_quantizer *q = &qs->q[i];
         if ((int)q->qrange[0] != q->qmin || (int)q->qrange[1] != q->qmax)
             return nb_set_error(NB_STATUS_BAD_INPUT,
                                 "/quant/%s/qrange is [%g, %g] but the config's policy gives [%d, %d] (bits "
                                 "%d): the checkpoint and its config disagree",
                                 q->name, (double)q->qrange[0], (double)q->qrange[1], q->qmin, q->qmax,
                                 q->spec.bits);
+        if (q->method == NB_QM_PACT)
+            for (int k = 0; k < q->n_scales; k++) q->scale[k] = q->step->data[k] / (float)q->qmax;
+        for (int k = 0; k < q->n_scales && q->offset && q->ready[0] != 0.0f; k++)
+            if (!isfinite(q->offset->data[k]))
+                return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/offset[%d] = %g is not finite", q->name, k,
+                                    (double)q->offset->data[k]);
         for (int k = 0; k < q->n_scales && q->ready[0] != 0.0f; k++)
             if (!(q->scale[k] > 0.0f) || !isfinite(q->scale[k]) || q->zero_point[k] != nb_fq_round(q->zero_point[k]) ||
                 q->zero_point[k] < (float)q->qmin || q->zero_point[k] > (float)q->qmax)
@@ -247,9 +343,36 @@ static nb_status after_load(void *owner) {
     return NB_OK;
 }
 
+/* After an optimizer step: learned parameters that became NaN or Inf stop
+ * the run (NB_STATUS_NUMERIC naming the quantizer); steps are kept >=
+ * quant.min_step (PACT: α >= min_step·qmax), since a step at or below 0
+ * breaks the quantizer (a known LSQ failure). */
+static nb_status after_step(void *owner) {
+    qstate *qs = owner;
+    for (int i = 0; i < qs->n; i++) {
+        nb_quantizer *q = &qs->q[i];
+        if (!q->step) continue;
+        const int pact = q->method == NB_QM_PACT;
+        const float floor = pact ? qs->policy.min_step * (float)q->qmax : qs->policy.min_step;
+        for (int k = 0; k < q->n_scales; k++) {
+            float *p = &q->step->data[k];
+            if (!isfinite(*p))
+                return nb_set_error(NB_STATUS_NUMERIC, "the %s of quantizer %s (/quant/%s/%s[%d]) is %g",
+                                    pact ? "clipping level" : "step size", q->name, q->name, pact ? "alpha" : "scale",
+                                    k, (double)*p);
+            if (q->offset && !isfinite(q->offset->data[k]))
+                return nb_set_error(NB_STATUS_NUMERIC, "the offset of quantizer %s (/quant/%s/offset[%d]) is %g",
+                                    q->name, q->name, k, (double)q->offset->data[k]);
+            if (*p < floor) *p = floor;
+            if (pact) q->scale[k] = *p / (float)q->qmax;
+        }
+    }
+    return NB_OK;
+}
+
 /* Registers entry "<qname>/<leaf>" of n floats (ndim 1, or 0 for n = 1 when
  * scalar) in the ext's list; data assigned later. */
-static nb_entry *add_entry(qstate *qs, const char *qname, const char *leaf, int n, int scalar) {
+static nb_entry *add_entry(qstate *qs, const char *qname, const char *leaf, int n, int scalar, nb_entry_kind kind) {
     nb_entry *e = &qs->ext.entries[qs->ext.n_entries++];
     memset(e, 0, sizeof *e);
     const int len = snprintf(e->name, sizeof e->name, "%s/%s", qname, leaf);
@@ -264,7 +387,8 @@ static nb_entry *add_entry(qstate *qs, const char *qname, const char *leaf, int 
     else
         nb_tensor_wrap(e->t, NULL, 1, (int[]){n});
     e->t->name = e->name;
-    e->kind = NB_ENTRY_BUFFER;
+    e->kind = kind;
+    e->no_decay = 1;
     return e;
 }
 
@@ -280,7 +404,7 @@ static void setup_quantizer(nb_quantizer *q, nb_module *mod, int is_weight, cons
     q->recompute = c->recompute;
     q->spec = (nb_qspec){.bits = c->method == NB_QM_BINARY ? 1 : c->method == NB_QM_TERNARY ? 2 : c->bits,
                          .is_signed = is_weight ? 1 : !mod->input_nonneg,
-                         .symmetric = c->symmetric,
+                         .symmetric = c->method == NB_QM_LSQ_PLUS ? 0 : c->symmetric,
                          .narrow = c->narrow};
     if (c->method == NB_QM_BINARY || c->method == NB_QM_TERNARY) {
         q->qmin = -1;
@@ -301,6 +425,9 @@ static void setup_quantizer(nb_quantizer *q, nb_module *mod, int is_weight, cons
         if (q->gran == NB_QG_GROUP) G = (size_t)q->group_size < K ? (size_t)q->group_size : K;
         q->L = (nb_fq_layout){rows, K, G};
         q->n_scales = (int)nb_fq_layout_scales(&q->L);
+        /* LSQ [paper]: g = 1/sqrt(N·Qp), N the weights sharing one step
+         * (the layer's, or a channel's or group's for finer steps) */
+        q->grad_scale = (float)(1.0 / sqrt((double)G * (double)(q->qmax > 0 ? q->qmax : 1)));
     } else {
         q->n_scales = 1;
     }
@@ -326,7 +453,7 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
                               p->rules[r].pattern, m->arch);
     if (st == NB_OK) {
         qs->q = nb_calloc((size_t)nq + 1, sizeof *qs->q);
-        qs->ext.entries = nb_calloc((size_t)nq * 4 + 1, sizeof(nb_entry));
+        qs->ext.entries = nb_calloc((size_t)nq * 5 + 1, sizeof(nb_entry));
         if (!qs->q || !qs->ext.entries) st = NB_STATUS_OOM;
     }
     if (st != NB_OK) goto fail;
@@ -335,43 +462,81 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
     qs->ext.owner = qs;
     qs->ext.free = qstate_free;
     qs->ext.after_load = after_load;
-    size_t nbuf = 0;
+    /* Entries per quantizer: scale, zero_point, qrange, ready, then
+     * "offset" (lsq+) or "alpha" (pact). Learned parameters (the scale of
+     * lsq and lsq+, offset, alpha) go to the param block, the rest to the
+     * buffer block. */
+    int *first = nb_calloc((size_t)nq + 1, sizeof(int));
+    if (!first) {
+        st = NB_STATUS_OOM;
+        goto fail;
+    }
+    size_t nbuf = 0, npar = 0;
     for (int i = 0; i < m->n_modules; i++) {
         nb_module *mod = m->modules[i];
         if (mod->type == NB_MOD_BATCHNORM2D) continue;
         for (int w = 1; w >= 0; w--) {
-            nb_quantizer *q = &qs->q[qs->n++];
+            nb_quantizer *q = &qs->q[qs->n];
+            first[qs->n++] = qs->ext.n_entries;
             setup_quantizer(q, mod, w, w ? &cw[i] : &ca[i], p);
-            nb_entry *e[4] = {add_entry(qs, q->name, "scale", q->n_scales, 0),
-                              add_entry(qs, q->name, "zero_point", q->n_scales, 0),
-                              add_entry(qs, q->name, "qrange", 2, 0), add_entry(qs, q->name, "ready", 1, 1)};
-            for (int k = 0; k < 4; k++) {
+            const int lsq_scale = q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS;
+            nb_entry *e[5] = {add_entry(qs, q->name, "scale", q->n_scales, 0, lsq_scale ? NB_ENTRY_PARAM : NB_ENTRY_BUFFER),
+                              add_entry(qs, q->name, "zero_point", q->n_scales, 0, NB_ENTRY_BUFFER),
+                              add_entry(qs, q->name, "qrange", 2, 0, NB_ENTRY_BUFFER),
+                              add_entry(qs, q->name, "ready", 1, 1, NB_ENTRY_BUFFER), NULL};
+            int ne = 4;
+            if (q->method == NB_QM_LSQ_PLUS) e[ne++] = add_entry(qs, q->name, "offset", q->n_scales, 0, NB_ENTRY_PARAM);
+            if (q->method == NB_QM_PACT) e[ne++] = add_entry(qs, q->name, "alpha", q->n_scales, 0, NB_ENTRY_PARAM);
+            for (int k = 0; k < ne; k++) {
                 if (!e[k]) {
+                    nb_free(first);
                     st = NB_STATUS_BAD_INPUT; /* or OOM: the message says which */
                     goto fail;
                 }
-                nbuf += e[k]->t->numel;
+                if (e[k]->kind == NB_ENTRY_PARAM)
+                    npar += e[k]->t->numel;
+                else
+                    nbuf += e[k]->t->numel;
             }
         }
     }
-    if (!(qs->ext.buffer_data = nb_calloc(nbuf + 1, sizeof(float)))) {
+    qs->ext.buffer_data = nb_calloc(nbuf + 1, sizeof(float));
+    qs->ext.param_data = nb_calloc(npar + 1, sizeof(float));
+    qs->ext.param_grad = nb_calloc(npar + 1, sizeof(float));
+    if (!qs->ext.buffer_data || !qs->ext.param_data || !qs->ext.param_grad) {
+        nb_free(first);
         st = NB_STATUS_OOM;
         goto fail;
     }
     qs->ext.n_buffer_floats = nbuf;
-    size_t off = 0;
+    qs->ext.n_param_floats = npar;
+    size_t ob = 0, op = 0;
     for (int i = 0; i < qs->ext.n_entries; i++) {
-        qs->ext.entries[i].t->data = qs->ext.buffer_data + off;
-        off += qs->ext.entries[i].t->numel;
+        nb_tensor *t = qs->ext.entries[i].t;
+        if (qs->ext.entries[i].kind == NB_ENTRY_PARAM) {
+            t->data = qs->ext.param_data + op;
+            t->grad = qs->ext.param_grad + op;
+            t->requires_grad = 1;
+            t->is_param = 1;
+            op += t->numel;
+        } else {
+            t->data = qs->ext.buffer_data + ob;
+            ob += t->numel;
+        }
     }
     for (int i = 0; i < qs->n; i++) {
         nb_quantizer *q = &qs->q[i];
-        nb_entry *e = &qs->ext.entries[4 * i];
+        nb_entry *e = &qs->ext.entries[first[i]];
         q->scale = e[0].t->data;
         q->zero_point = e[1].t->data;
         q->qrange = e[2].t->data;
         q->ready = e[3].t->data;
+        if (q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS) q->step = e[0].t;
+        if (q->method == NB_QM_LSQ_PLUS) q->offset = e[4].t;
+        if (q->method == NB_QM_PACT) q->step = e[4].t;
         for (int k = 0; k < q->n_scales; k++) q->scale[k] = 1.0f;
+        if (q->method == NB_QM_PACT)
+            for (int k = 0; k < q->n_scales; k++) q->step->data[k] = (float)q->qmax;
         q->qrange[0] = (float)q->qmin;
         q->qrange[1] = (float)q->qmax;
         nb_hook h = {q->is_weight ? weight_hook : input_hook, q};
@@ -380,6 +545,8 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
         else
             q->mod->input_hook = h;
     }
+    nb_free(first);
+    qs->ext.after_step = after_step;
     m->quant = &qs->ext;
     nb_free(matched);
     nb_free(cw);
@@ -416,6 +583,21 @@ nb_status nb_quant_calibrate_finish(nb_model *m) {
     for (int i = 0; i < qs->n; i++) {
         nb_quantizer *q = &qs->q[i];
         if (q->method == NB_QM_NONE) continue;
+        if (nb_qmethod_learned(q->method)) {
+            const long seen = q->calib_seen;
+            q->calib_seen = 0;
+            if (q->is_weight) {
+                lsq_weight_init(q, nb_module_weight(q->mod)->data); /* [paper]: from the FP32 weights */
+            } else if (!seen) {
+                return nb_set_error(NB_STATUS_BAD_INPUT,
+                                    "calibration: %s saw no data (no forward pass in calibration mode)", q->name);
+            }
+            for (int k = 0; k < q->n_scales; k++)
+                if (!isfinite(q->step->data[k]) || (q->offset && !isfinite(q->offset->data[k])))
+                    return nb_set_error(NB_STATUS_NUMERIC, "calibration: %s: the %s are not finite", q->name,
+                                        q->is_weight ? "weights" : "activations");
+            continue;
+        }
         if (q->is_weight) {
             if (q->method == NB_QM_UNIFORM) weight_params(q, nb_module_weight(q->mod)->data);
             if (q->method == NB_QM_UNIFORM && !isfinite(q->scale[0]))
@@ -442,6 +624,20 @@ nb_status nb_quant_calibrate_finish(nb_model *m) {
         q->observer = NULL;
     }
     return NB_OK;
+}
+
+int nb_quant_needs_observers(const nb_model *m) {
+    const qstate *qs = state_of(m);
+    for (int i = 0; qs && i < qs->n; i++)
+        if (!qs->q[i].is_weight && qs->q[i].method == NB_QM_UNIFORM) return 1;
+    return 0;
+}
+
+int nb_quant_learned(const nb_model *m) {
+    const qstate *qs = state_of(m);
+    for (int i = 0; qs && i < qs->n; i++)
+        if (nb_qmethod_learned(qs->q[i].method)) return 1;
+    return 0;
 }
 
 int nb_quant_ready(const nb_model *m) {
@@ -486,19 +682,31 @@ double nb_quant_model_bytes(const nb_model *m, double *fp32) {
     return quantized + all_fp - 4.0 * (double)quantized_numel;
 }
 
+/* The mean of the quantizer's scales (its one scale for per-tensor). */
+static double mean_scale(const nb_quantizer *q) {
+    double sum = 0.0;
+    for (int k = 0; k < q->n_scales; k++) sum += (double)q->scale[k];
+    return sum / q->n_scales;
+}
+
 static void describe(const nb_quantizer *q, char *buf, size_t n) {
     if (!q || q->method == NB_QM_NONE) {
         snprintf(buf, n, "fp32");
         return;
     }
-    if (q->method != NB_QM_UNIFORM) {
+    if (q->method == NB_QM_BINARY || q->method == NB_QM_TERNARY) {
         snprintf(buf, n, "%s/%s", nb_qmethod_name(q->method), nb_qgran_name(q->gran));
         return;
     }
-    if (q->gran == NB_QG_GROUP)
-        snprintf(buf, n, "%d %s %s g%d", q->spec.bits, q->spec.symmetric ? "sym" : "asym", "group", q->group_size);
-    else
-        snprintf(buf, n, "%d %s %s", q->spec.bits, q->spec.symmetric ? "sym" : "asym", nb_qgran_name(q->gran));
+    const char *grid = !q->is_weight ? (q->spec.symmetric ? (q->spec.is_signed ? "signed" : "unsigned") : "asym")
+                                     : (q->spec.symmetric ? "sym" : "asym");
+    const char *prefix = q->method == NB_QM_UNIFORM ? "" : nb_qmethod_name(q->method);
+    char gran[24] = "";
+    if (q->is_weight && q->gran == NB_QG_GROUP)
+        snprintf(gran, sizeof gran, " group g%d", q->group_size);
+    else if (q->is_weight)
+        snprintf(gran, sizeof gran, " %s", nb_qgran_name(q->gran));
+    snprintf(buf, n, "%s%s%d %s%s", prefix, *prefix ? " " : "", q->spec.bits, grid, gran);
 }
 
 void nb_quant_summary(const nb_model *m) {
@@ -507,21 +715,28 @@ void nb_quant_summary(const nb_model *m) {
         nb_model_summary(m);
         return;
     }
-    nb_log(NB_LOG_INFO, "%-26s %-22s %-14s %10s %12s", "layer", "weights", "input", "params", "bytes");
+    nb_log(NB_LOG_INFO, "%-24s %-24s %-18s %9s %10s  %s", "layer", "weights", "input", "params", "bytes",
+           "scale (weights mean / input)");
     for (int i = 0; i < m->n_modules; i++) {
         nb_module *mod = m->modules[i];
         if (mod->type == NB_MOD_BATCHNORM2D) continue;
         const nb_quantizer *qw = find_q(qs, mod, 1), *qa = find_q(qs, mod, 0);
-        char w[48], a[48];
+        char w[48], a[48], sc[64] = "";
         describe(qw, w, sizeof w);
-        if (!qa || qa->method == NB_QM_NONE)
-            snprintf(a, sizeof a, "fp32");
-        else
-            snprintf(a, sizeof a, "%d %s %s", qa->spec.bits, qa->spec.symmetric ? "sym" : "asym",
-                     qa->spec.symmetric ? (qa->spec.is_signed ? "signed" : "unsigned") : "zp");
+        describe(qa, a, sizeof a);
+        const int wq = qw && qw->method != NB_QM_NONE && qw->ready[0] != 0.0f;
+        const int aq = qa && qa->method != NB_QM_NONE && qa->ready[0] != 0.0f;
+        if (wq || aq)
+            snprintf(sc, sizeof sc, "%-10s / %s", wq ? "" : "-", aq ? "" : "-");
+        if (wq && aq)
+            snprintf(sc, sizeof sc, "%-10.4g / %.4g", mean_scale(qw), (double)qa->scale[0]);
+        else if (wq)
+            snprintf(sc, sizeof sc, "%-10.4g / -", mean_scale(qw));
+        else if (aq)
+            snprintf(sc, sizeof sc, "%-10s / %.4g", "-", (double)qa->scale[0]);
         const size_t n = nb_module_weight_numel(mod);
         const double bytes = (double)n * stored_bits(qw) / 8.0;
-        nb_log(NB_LOG_INFO, "%-26s %-22s %-14s %10zu %12.0f", mod->name, w, a, n, bytes);
+        nb_log(NB_LOG_INFO, "%-24s %-24s %-18s %9zu %10.0f  %s", mod->name, w, a, n, bytes, sc);
     }
     double fp32 = 0.0;
     const double q = nb_quant_model_bytes(m, &fp32);

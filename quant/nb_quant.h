@@ -134,6 +134,34 @@ void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int
 /* The op: STE backward (binary: identity where |w| <= 1; ternary: identity). */
 nb_tensor *nb_binary_ternary(nb_tape *t, nb_tensor *w, int rows, int ternary, float *alpha);
 
+/* Learned quantizers (ALGORITHMS.md §4; quant/lsq.c has the formulas and
+ * gradients): LSQ's step size s, LSQ+'s step size and offset β, PACT's
+ * clipping level α (s = α / qmax). */
+typedef enum {
+    NB_LSQ_LSQ = 0,
+    NB_LSQ_PLUS,
+    NB_LSQ_PACT
+} nb_lsq_kind;
+
+typedef struct {
+    nb_lsq_kind kind;
+    nb_fq_layout L;
+    nb_tensor *step;    /* (n scales): s (LSQ, LSQ+) or α (PACT); a trained parameter */
+    nb_tensor *offset;  /* (n scales): β (LSQ+), else NULL */
+    int qmin, qmax;
+    float grad_scale;   /* g multiplying d(step) and d(offset): LSQ 1/sqrt(N·Qp) */
+} nb_lsq_args;
+
+/* y = the quantized x per a (no tape). */
+void nb_lsq_forward(const nb_lsq_args *a, const float *x, float *y);
+/* dx (+)= dy·inside (dx may be NULL, or dy itself with fresh), dstep[j] +=
+ * g·Σ term, doffset[j] += g·Σ dy·outside (either may be NULL). */
+void nb_lsq_backward(const nb_lsq_args *a, const float *x, const float *dy, float *dx, int fresh, float *dstep,
+                     float *doffset);
+/* The op on the tape: gradients flow to x, a->step and a->offset (those that
+ * require them). The parameters must stay unchanged until backward. */
+nb_tensor *nb_lsq(nb_tape *t, nb_tensor *x, const nb_lsq_args *a);
+
 /* quant/'s op table (for the test that walks every table): *n entries. */
 const nb_op_def *nb_quant_ops(int *n);
 
@@ -172,6 +200,10 @@ typedef struct {
     float percentile, ema_momentum;      /* observer options */
     int mse_grid, kl_bins;
     int fold_bn;                /* batchnorm folded into the convolutions (PTQ checkpoints) */
+    float lr_scale;             /* learned quantizer parameters: lr multiplier of their optimizer group */
+    char lsq_grad_n[NB_QNAME];  /* LSQ activations' N in g = 1/sqrt(N·Qp): "example" (features per
+                                   example, the paper), "batch" (all elements), "none" (g = 1) */
+    float min_step;             /* learned step sizes are kept >= this after every step */
 } nb_quant_policy;
 
 /* Defaults: methods "none" (no quantization), 8 bits, per-channel symmetric
@@ -188,6 +220,9 @@ typedef enum {
     NB_QM_UNIFORM,
     NB_QM_BINARY,
     NB_QM_TERNARY,
+    NB_QM_LSQ,       /* learned step size (weights and activations) */
+    NB_QM_LSQ_PLUS,  /* learned step size and offset (activations) */
+    NB_QM_PACT,      /* learned clipping level (activations) */
     NB_QM_COUNT
 } nb_qmethod;
 
@@ -220,8 +255,16 @@ typedef struct nb_quantizer {
     nb_observer_opts obs;
     int recompute;
     nb_observer *observer;  /* activations while calibrating */
-    float *scale, *zero_point, *qrange, *ready; /* in the ext's buffer block */
+    long calib_seen;        /* calibration batches seen (learned quantizers start from the first) */
+    float *scale, *zero_point, *qrange, *ready; /* in the ext's blocks */
+    /* learned methods: the trained parameters (entries "scale" for LSQ and
+     * LSQ+, "offset" for LSQ+, "alpha" for PACT, whose "scale" is α / qmax) */
+    nb_tensor *step, *offset;
+    float grad_scale;       /* weights: 1/sqrt(N·Qp), N the weights per step size */
 } nb_quantizer;
+
+/* Whether method m trains its quantizer parameters (lsq, lsq+, pact). */
+int nb_qmethod_learned(nb_qmethod m);
 
 /* Wrap every conv/linear module of m per p (weights through weight_hook,
  * inputs through input_hook) and attach the quantizer state as m->quant.
@@ -236,6 +279,11 @@ const nb_quant_policy *nb_quant_policy_of(const nb_model *m);
 /* After forward passes in NB_PASS_CALIBRATE: activation scales from the
  * observers, weight scales from the weights; every quantizer ready. */
 nb_status nb_quant_calibrate_finish(nb_model *m);
+/* Whether some activation quantizer needs calibration batches beyond the
+ * first (observers); learned quantizers start from one batch. */
+int nb_quant_needs_observers(const nb_model *m);
+/* Whether some quantizer of m is learned (lsq, lsq+, pact). */
+int nb_quant_learned(const nb_model *m);
 /* Whether every quantizer has valid scales. */
 int nb_quant_ready(const nb_model *m);
 /* Model size: bytes of conv/linear weights at their quantized bit widths

@@ -43,15 +43,21 @@ static const char *write_file(const char *name, const char *text) {
 
 static const char *qat_sets[] = {"quant.weights.method=\"uniform\"", "quant.weights.bits=4",
                                  "quant.activations.method=\"uniform\"", "quant.activations.bits=4",
-                                 "quant.calibration.batches=3", "quant.calibration.batch_size=40"};
+                                 "quant.calibration.batches=3", "quant.calibration.batch_size=40", NULL};
+/* LSQ weights per channel, LSQ+ activations (both kinds of learned state) */
+static const char *lsq_sets[] = {"quant.weights.method=\"lsq\"", "quant.weights.bits=3",
+                                 "quant.activations.method=\"lsq+\"", "quant.activations.bits=3",
+                                 "quant.lr_scale=2", NULL};
 
-static void run_qat(const char *dir, long stop_after, int resume) {
+/* Trains the tiny config with the sets qs (NULL-terminated) into tmp/dir. */
+static nb_status run_quant(const char *dir, const char *const *qs, const char *extra, long stop_after, int resume) {
     nb_config c;
-    const char *sets[8];
+    const char *sets[16];
     char d[700];
     snprintf(d, sizeof d, "output.dir=%s", tmp(dir));
     int n = 0;
-    for (int i = 0; i < 6; i++) sets[n++] = qat_sets[i];
+    for (int i = 0; qs[i]; i++) sets[n++] = qs[i];
+    if (extra) sets[n++] = extra;
     sets[n++] = d;
     ck_assert_msg(nb_config_load(write_file("qtiny.json", base_json), sets, n, &c) == NB_OK, "%s", nb_last_error());
     nb_train_opts o = nb_train_opts_default();
@@ -62,6 +68,11 @@ static void run_qat(const char *dir, long stop_after, int resume) {
     nb_train_result r;
     nb_status st = nb_train(&c, &o, &r);
     fclose(devnull);
+    return st;
+}
+
+static void run_qat(const char *dir, const char *const *qs, long stop_after, int resume) {
+    const nb_status st = run_quant(dir, qs, NULL, stop_after, resume);
     ck_assert_msg(st == (stop_after ? NB_STATUS_INTERRUPTED : NB_OK), "%s", nb_last_error());
 }
 
@@ -76,27 +87,51 @@ static float *state_of(const char *dir, size_t *n) {
                       nb_model_from_config(&c, path, 3, 32, &m) == NB_OK,
                   "%s", nb_last_error());
     ck_assert_ptr_nonnull(m->quant);
-    *n = m->n_param_floats + m->n_buffer_floats + m->quant->n_buffer_floats;
+    *n = m->n_param_floats + m->n_buffer_floats + m->quant->n_buffer_floats + m->quant->n_param_floats;
     float *s = malloc(sizeof(float) * *n), *p = s;
     memcpy(p, m->param_data, sizeof(float) * m->n_param_floats);
     p += m->n_param_floats;
     memcpy(p, m->buffer_data, sizeof(float) * m->n_buffer_floats);
     p += m->n_buffer_floats;
     memcpy(p, m->quant->buffer_data, sizeof(float) * m->quant->n_buffer_floats);
+    p += m->quant->n_buffer_floats;
+    memcpy(p, m->quant->param_data, sizeof(float) * m->quant->n_param_floats);
     nb_model_free(m);
     return s;
 }
 
-START_TEST(test_qat_resume_exact) {
-    run_qat("qat_full", 0, 0);
-    run_qat("qat_cut", 7, 0); /* mid-epoch 1 */
-    run_qat("qat_cut", 0, 1);
+/* A run stopped mid-epoch and resumed ends exactly where the uninterrupted
+ * run does: weights, batchnorm, quantizer state and learned steps. */
+static void check_resume(const char *const *qs, const char *full, const char *cut) {
+    run_qat(full, qs, 0, 0);
+    run_qat(cut, qs, 7, 0); /* mid-epoch 1 */
+    run_qat(cut, qs, 0, 1);
     size_t na, nb;
-    float *a = state_of("qat_full", &na), *b = state_of("qat_cut", &nb);
+    float *a = state_of(full, &na), *b = state_of(cut, &nb);
     ck_assert_int_eq(na, nb);
     for (size_t i = 0; i < na; i++) ck_assert_msg(a[i] == b[i], "state %zu: %.9g vs %.9g", i, (double)a[i], (double)b[i]);
     free(a);
     free(b);
+}
+
+START_TEST(test_qat_resume_exact) { check_resume(qat_sets, "qat_full", "qat_cut"); }
+END_TEST
+
+START_TEST(test_lsq_resume_exact) { check_resume(lsq_sets, "lsq_full", "lsq_cut"); }
+END_TEST
+
+/* A step size driven to Inf or NaN (its learning rate overflows: 10 x 3e38)
+ * stops the run at the first step through the NaN guard, naming the
+ * quantizer; the frozen-batchnorm recipe key trains. */
+START_TEST(test_lsq_nan_guard) {
+    const char *qs[] = {"quant.weights.method=\"lsq\"", "quant.activations.method=\"lsq\"",
+                        "quant.activations.bits=2", "quant.lr_scale=3e38", NULL};
+    const nb_status st = run_quant("lsq_nan", qs, "train.optimizer.lr=10", 0, 0);
+    ck_assert_int_eq(st, NB_STATUS_NUMERIC);
+    ck_assert_msg(strstr(nb_last_error(), "step 1 (epoch 1, batch 1): the step size of quantizer ") &&
+                      strstr(nb_last_error(), "; stopping. No checkpoint was written yet"),
+                  "%s", nb_last_error());
+    ck_assert_int_eq(run_quant("lsq_freeze", qs + 2, "train.freeze_bn_epochs=1", 0, 0), NB_OK);
 }
 END_TEST
 
@@ -233,6 +268,17 @@ START_TEST(test_ptq_bad_input) {
     snprintf(args, sizeof args, "train %s --set quant.fold_bn=true --set output.dir=%s", q, tmp("badfold"));
     ck_assert_int_eq(cli(args, out, sizeof out), 2);
     ck_assert_msg(strstr(out, "quant.fold_bn: a model with folded batchnorm cannot train"), "%s", out);
+    /* LSQ without an FP32 start warns (and trains); with one it does not */
+    const char *lsq = write_file("lsq.json", "{\"extends\": \"fp.json\", \"quant\": {\"weights\": {\"method\": "
+                                             "\"lsq\", \"bits\": 4}, \"activations\": {\"method\": \"lsq\", "
+                                             "\"bits\": 4}}, \"train\": {\"epochs\": 1}, \"data\": {\"train_count\": 100}}");
+    snprintf(args, sizeof args, "train %s --set output.dir=%s", lsq, tmp("lsq_noinit"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "learned quantizers (lsq, lsq+, pact) start from a trained FP32 model") &&
+                      strstr(out, "init.checkpoint is empty"), "%s", out);
+    snprintf(args, sizeof args, "train %s --set init.checkpoint=%s --set output.dir=%s", lsq, fp_ckpt, tmp("lsq_init"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 0);
+    ck_assert_msg(!strstr(out, "init.checkpoint is empty"), "%s", out);
 }
 END_TEST
 
@@ -241,6 +287,8 @@ int main(void) {
     TCase *tc = tcase_create("quant_run");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_qat_resume_exact);
+    tcase_add_test(tc, test_lsq_resume_exact);
+    tcase_add_test(tc, test_lsq_nan_guard);
     tcase_add_test(tc, test_ptq_cli);
     tcase_add_test(tc, test_ptq_bad_input);
     suite_add_tcase(s, tc);
