@@ -50,31 +50,59 @@ NB_LSQ_CLONES static void lsq_fwd_segment(const float *x, float *y, size_t n, fl
 
 /* Backward of one segment: dx = dy·inside (when dx is not NULL; dx may be dy
  * itself), returns Σ dy·(step-size term) in *ds and Σ dy·outside in *db.
- * pact selects PACT's α term. */
+ * pact selects PACT's α term. The sums run in 16 float lanes (element i in
+ * lane i mod 16), added in lane order in double at the end: the same
+ * arithmetic on every instruction set, and a loop the compiler vectorises
+ * (a single double accumulator would keep it scalar). */
+#define LSQ_LANES 16
+
+typedef struct {
+    float s, beta, qmin, qmax, lo_term, hi_term, round_on;
+    int pact;
+} bwd_consts;
+
+/* Elements i0 .. i0 + m - 1 (m <= LSQ_LANES) into the lanes; dx_mode 0: no
+ * dx, 1: dx = (fresh), 2: dx += . Inlined with constant m and dx_mode. */
+static inline __attribute__((always_inline)) void bwd_block(const bwd_consts *k, const float *x, const float *dy,
+                                                            float *dx, size_t i0, size_t m, int dx_mode,
+                                                            float *acc_s, float *acc_b) {
+    for (size_t j = 0; j < m; j++) {
+        const size_t i = i0 + j;
+        const float v = (x[i] - k->beta) / k->s, g = dy[i];
+        const float out = (float)(v < k->qmin) + (float)(v > k->qmax);
+        /* PACT counts v == qmax as clipped (its dα = 1 where x >= α) */
+        const float hi = k->pact ? (float)(v >= k->qmax) : (float)(v > k->qmax);
+        const float lo = (float)(v < k->qmin) + (k->pact ? (float)(v == k->qmin) : 0.0f);
+        const float mid = k->round_on * ((v + RND_MAGIC - RND_MAGIC) - v);
+        const float term = hi != 0.0f ? k->hi_term : lo != 0.0f ? k->lo_term : mid;
+        acc_s[j] += g * term;
+        acc_b[j] += g * out;
+        if (dx_mode == 1) dx[i] = g * (1.0f - out);
+        if (dx_mode == 2) dx[i] += g * (1.0f - out);
+    }
+}
+
 NB_LSQ_CLONES static void lsq_bwd_segment(const float *x, const float *dy, float *dx, size_t n, float s, float beta,
                                           float qmin, float qmax, int pact, int fresh, double *ds, double *db) {
-    double acc_s = 0.0, acc_b = 0.0;
-    const float lo_term = pact ? qmin / qmax : qmin, hi_term = pact ? 1.0f : qmax;
-    for (size_t i = 0; i < n; i++) {
-        const float v = (x[i] - beta) / s, g = dy[i];
-        const int below = v < qmin, above = v > qmax;
-        const float inside = (float)(!below && !above);
-        float term;
-        if (pact)
-            term = v >= qmax ? 1.0f : (v <= qmin ? lo_term : 0.0f);
-        else
-            term = below ? lo_term : above ? hi_term : (v + RND_MAGIC - RND_MAGIC) - v;
-        acc_s += (double)(g * term);
-        acc_b += (double)(g * (1.0f - inside));
-        if (dx) {
-            if (fresh)
-                dx[i] = g * inside;
-            else
-                dx[i] += g * inside;
-        }
+    float acc_s[LSQ_LANES] = {0}, acc_b[LSQ_LANES] = {0};
+    const bwd_consts k = {s, beta, qmin, qmax, pact ? qmin / qmax : qmin, pact ? 1.0f : qmax, pact ? 0.0f : 1.0f,
+                          pact};
+    const int mode = !dx ? 0 : fresh ? 1 : 2;
+    const size_t nb = n / LSQ_LANES * LSQ_LANES;
+    if (mode == 0)
+        for (size_t i0 = 0; i0 < nb; i0 += LSQ_LANES) bwd_block(&k, x, dy, dx, i0, LSQ_LANES, 0, acc_s, acc_b);
+    else if (mode == 1)
+        for (size_t i0 = 0; i0 < nb; i0 += LSQ_LANES) bwd_block(&k, x, dy, dx, i0, LSQ_LANES, 1, acc_s, acc_b);
+    else
+        for (size_t i0 = 0; i0 < nb; i0 += LSQ_LANES) bwd_block(&k, x, dy, dx, i0, LSQ_LANES, 2, acc_s, acc_b);
+    bwd_block(&k, x, dy, dx, nb, n - nb, mode, acc_s, acc_b);
+    double ts = 0.0, tb = 0.0;
+    for (int j = 0; j < LSQ_LANES; j++) {
+        ts += (double)acc_s[j];
+        tb += (double)acc_b[j];
     }
-    *ds = acc_s;
-    *db = acc_b;
+    *ds = ts;
+    *db = tb;
 }
 
 /* The segment's s and β from the parameters. */
