@@ -313,10 +313,10 @@ START_TEST(test_quant_keys) {
     parse_err(WITH_QUANT("{\"weights\": {\"bits\": 9}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.weights.bits: expected an integer in [2, 8], got 9");
     parse_err(WITH_QUANT("{\"weights\": {\"method\": \"unifrom\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant.weights.method: expected one of \"none\", \"uniform\", \"binary\", \"ternary\", got "
+              "t.json: quant.weights.method: expected one of \"none\", \"uniform\", \"binary\", \"ternary\", \"lsq\", got "
               "\"unifrom\" (did you mean \"uniform\"?)");
     parse_err(WITH_QUANT("{\"activations\": {\"method\": \"binary\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant.activations.method: expected one of \"none\", \"uniform\", got \"binary\"");
+              "t.json: quant.activations.method: expected one of \"none\", \"uniform\", \"lsq\", \"lsq+\", \"pact\", got \"binary\"");
     parse_err(WITH_QUANT("{\"weights\": {\"observr\": \"mse\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.weights.observr: unknown key (did you mean \"observer\"?)");
     parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_bit\": 2}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
@@ -326,9 +326,14 @@ START_TEST(test_quant_keys) {
     parse_err(WITH_QUANT("{\"layers\": {\"fc\": 2}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.layers.\"fc\": expected an object with weight_bits, act_bits, weight_method, "
               "act_method, weight_granularity or group_size, got 2");
-    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_method\": \"lsq\"}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_method\": \"pact\"}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.layers.\"fc\".weight_method: expected one of \"none\", \"uniform\", \"binary\", "
-              "\"ternary\", got \"lsq\"");
+              "\"ternary\", \"lsq\", got \"pact\"");
+    parse_err(WITH_QUANT("{\"lsq\": {\"grad_scale\": \"exmaple\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.lsq.grad_scale: expected one of \"example\", \"batch\", \"none\", got \"exmaple\" "
+              "(did you mean \"example\"?)");
+    parse_err(WITH_QUANT("{\"lr_scale\": 0}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.lr_scale: expected a number > 0, got 0");
     parse_err(WITH_QUANT("{\"first_layer_bits\": 1}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.first_layer_bits: expected 0 (as the rest) or 2..8, got 1");
     parse_err(WITH_QUANT("{\"calibration\": {\"batches\": 0}}"), NULL, 0, NB_STATUS_BAD_INPUT,

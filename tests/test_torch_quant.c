@@ -1,8 +1,13 @@
 /* A fake-quantized ResNet-20 against the same network built from PyTorch's
  * own fake-quantization ops (torch.fake_quantize_per_tensor_affine on every
  * conv/linear input, torch.fake_quantize_per_channel_affine or
- * _per_tensor_affine on every weight), where /usr/bin/python3 has torch and
- * h5py (skipped cleanly otherwise).
+ * _per_tensor_affine on every weight), where /usr/bin/python3 has torch,
+ * numpy and h5py (skipped cleanly otherwise). The LSQ cases quantize every
+ * weight and input with LSQ instead (4 bits, the first conv and the fc at 8;
+ * per-tensor or per-channel weight steps), PyTorch's side being the
+ * detach-trick formula of tests/torch_lsq_oracle.py with a leaf tensor per
+ * step, started from nibble's calibrated steps, and the documented gradient
+ * scale g; the step sizes' gradients are compared too.
  *
  * Per case and draw: the model is built, its batchnorm parameters and
  * running statistics randomised, the policy attached and the activation
@@ -17,7 +22,8 @@
  * the slow part) builds the network in PyTorch, checks the integer codes
  * quantizer by quantizer and computes the step.
  *
- * Ties. nibble computes rint(x / s), PyTorch rint(x * (1 / s)), and the
+ * Ties. nibble computes rint(x / s), PyTorch rint(x * (1 / s)) (LSQ: x /
+ * s', s' = grad_scale(s, g), whose forward value can be an ulp off s), and the
  * activations reach a quantizer through float32 sums taken in different
  * orders, so a value within float rounding of a step boundary k + 1/2 may
  * take a different code in each program, after which the two networks see
@@ -34,9 +40,19 @@
  * draws in three are clean: it means the seeds need changing, or that
  * something makes codes differ where they should not).
  *
+ * LSQ's mask is on the unrounded x / s (inclusive ends), and its step-size
+ * gradient's term round(x/s) - x/s jumps by 1 at a tie: a flip there (or at
+ * an end) moves the step's gradient by dy (qmax·dy) of that element, so only
+ * a clean draw, where every code and mask agrees, compares the step sizes.
+ *
  * Tolerances on the clean draw: max |nibble - torch| / max |torch| per
  * tensor below 1e-4 for the logits, dx and every parameter gradient, 1e-5
  * for the loss and the batchnorm buffers after the step (observed: <= 2e-6).
+ * A step size's gradient is a sum g·Σ dy·term that cancels (its value can
+ * be 1e-3 of g·Σ|dy·term|, where float32 summation in either program leaves
+ * errors ~1e-7 of the latter): |nibble - torch| below 1e-4 of g·Σ|dy·term|
+ * (the oracle's, per step; observed <= 1.2e-6, against up to 4e-4 of the
+ * value itself).
  * The images are 8x8: the network is the same, and the spatial size only
  * sets how many activations there are and so how often a draw has a flip. */
 #include <hdf5.h>
@@ -54,82 +70,11 @@
 #define CLASSES 10
 #define CALIB_BATCHES 2
 
-/* Whether /usr/bin/python3 has torch and h5py: looked up, not imported
- * (the imports take seconds; the oracle does them once). */
-static int torch_available(void) {
-    return nb_test_sh("/usr/bin/python3 -c 'import importlib.util as u, sys; "
-                      "sys.exit(not (u.find_spec(\"torch\") and u.find_spec(\"h5py\")))' 2>/dev/null",
-                      NULL, 0) == 0;
-}
-
-/* ------------------------------------------------------------------ HDF5 */
-
-static void *h5_read(hid_t f, const char *name, hid_t ty, size_t elem, size_t *n) {
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    ck_assert_msg(d >= 0, "oracle has no %s", name);
-    hid_t sp = H5Dget_space(d);
-    *n = (size_t)H5Sget_simple_extent_npoints(sp);
-    void *v = calloc(*n + 1, elem);
-    ck_assert_ptr_nonnull(v);
-    H5Dread(d, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
-    H5Sclose(sp);
-    H5Dclose(d);
-    return v;
-}
-
-static double h5_read_num(hid_t f, const char *name) {
-    size_t n;
-    double *v = h5_read(f, name, H5T_NATIVE_DOUBLE, sizeof(double), &n);
-    ck_assert_uint_eq(n, 1);
-    const double x = v[0];
-    free(v);
-    return x;
-}
-
-/* Runs the oracle on the case file; returns the opened result file, or a
- * negative id when python cannot import torch / h5py after all (exit 77). */
-static hid_t run_oracle(const char *in) {
-    char out[600], cmd[2048], log[4096];
-    snprintf(out, sizeof out, "%s.out.h5", in);
-    const char *src = getenv("NB_SOURCE_DIR");
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/torch_quant_oracle.py %s %s 2>&1", src ? src : ".", in, out);
-    int rc = nb_test_sh(cmd, log, sizeof log);
-    if (rc == 77) return -1;
-    ck_assert_msg(rc == 0, "oracle failed (%d): %s", rc, log);
-    hid_t f = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
-    ck_assert_msg(f >= 0, "cannot open %s", out);
-    return f;
-}
-
-/* max |ours - torch| / max |torch| over the oracle's dataset name; fails
- * at tol or above. */
-static double expect_close(hid_t f, const char *what, const char *name, const float *ours, size_t n, double tol) {
-    size_t m;
-    float *ref = h5_read(f, name, H5T_NATIVE_FLOAT, sizeof(float), &m);
-    ck_assert_msg(m == n, "%s: oracle has %zu values, nibble %zu", name, m, n);
-    double maxref = 0, maxdiff = 0;
-    size_t worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double dd = fabs((double)ours[i] - ref[i]);
-        maxref = fmax(maxref, fabs(ref[i]));
-        if (dd > maxdiff) {
-            maxdiff = dd;
-            worst = i;
-        }
-    }
-    const double rel = maxdiff / fmax(maxref, 1e-30);
-    ck_assert_msg(rel < tol,
-                  "%s: %s: max |nibble - torch| / max |torch| = %.3g >= %.0e (worst element %zu: nibble %.8g, "
-                  "torch %.8g)",
-                  what, name, rel, tol, worst, (double)ours[worst], (double)ref[worst]);
-    free(ref);
-    return rel;
-}
-
 /* ------------------------------------------------------------- the cases */
 
 typedef struct {
     const char *name;
+    const char *method; /* "uniform" | "lsq" (weights and activations) */
     int wbits, abits;  /* first conv and fc: 8 bits (the policy's default) */
     const char *wgran; /* "channel" | "tensor" */
     int wsym, asym;    /* symmetric weights / activations */
@@ -140,13 +85,18 @@ typedef struct {
 static const qcase cases[] = {
     /* LSQ-style W4A4: per-channel symmetric weights, symmetric activations
      * (signed 8-bit image input, unsigned 4-bit after the ReLUs) */
-    {"W4A4 per-channel symmetric, train", 4, 4, "channel", 1, 1, NB_PASS_TRAIN, 1000},
+    {"W4A4 per-channel symmetric, train", "uniform", 4, 4, "channel", 1, 1, NB_PASS_TRAIN, 1000},
     /* per-tensor asymmetric weights (a zero point on every layer) and
      * asymmetric activations (the image input's zero point is not 0) */
-    {"W4A4 per-tensor asymmetric, train", 4, 4, "tensor", 0, 0, NB_PASS_TRAIN, 2000},
+    {"W4A4 per-tensor asymmetric, train", "uniform", 4, 4, "tensor", 0, 0, NB_PASS_TRAIN, 2000},
     /* per-channel asymmetric 3-bit weights (a zero point per channel), 8-bit
      * activations, batchnorm on running statistics */
-    {"W3A8 per-channel asymmetric, eval", 3, 8, "channel", 0, 1, NB_PASS_EVAL, 3000},
+    {"W3A8 per-channel asymmetric, eval", "uniform", 3, 8, "channel", 0, 1, NB_PASS_EVAL, 3000},
+    /* LSQ W4A4 (first conv and fc at 8 bits): learned steps from the
+     * calibration (weights: 2·mean|w|/sqrt(Qp), inputs: the same of the
+     * first batch), per-tensor and per-channel weights */
+    {"LSQ W4A4 per-tensor weights, train", "lsq", 4, 4, "tensor", 1, 1, NB_PASS_TRAIN, 4000},
+    {"LSQ W4A4 per-channel weights, train", "lsq", 4, 4, "channel", 1, 1, NB_PASS_TRAIN, 5000},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -216,11 +166,11 @@ static void build_try(const qcase *c, int ci, int k, hid_t f, qtry *tr) {
 
     nb_quant_policy p;
     nb_quant_policy_default(&p);
-    strcpy(p.weights.method, "uniform");
+    strcpy(p.weights.method, c->method);
     p.weights.bits = c->wbits;
     strcpy(p.weights.granularity, c->wgran);
     p.weights.symmetric = c->wsym;
-    strcpy(p.activations.method, "uniform");
+    strcpy(p.activations.method, c->method);
     p.activations.bits = c->abits;
     p.activations.symmetric = c->asym;
     ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "attach: %s", nb_last_error());
@@ -230,7 +180,7 @@ static void build_try(const qcase *c, int ci, int k, hid_t f, qtry *tr) {
     capture *caps = calloc((size_t)nq, sizeof(capture));
     ck_assert_ptr_nonnull(caps);
     for (int i = 0; i < nq; i++) {
-        ck_assert_int_eq(qs[i].method, NB_QM_UNIFORM);
+        ck_assert_str_eq(nb_qmethod_name(qs[i].method), c->method);
         nb_hook *h = qs[i].is_weight ? &qs[i].mod->weight_hook : &qs[i].mod->input_hook;
         caps[i].inner = *h;
         *h = (nb_hook){capture_hook, &caps[i]};
@@ -358,38 +308,60 @@ static void check_case(hid_t o, int ci, qtry *tries) {
     nb_model *m = tr->m;
     snprintf(pre, sizeof pre, "case%d/try%d", ci, clean);
     snprintf(name, sizeof name, "%s/logits", pre);
-    const double e_logits = expect_close(o, c->name, name, tr->logits->data, tr->logits->numel, 1e-4);
+    const double e_logits = nb_oracle_close(o, c->name, name, tr->logits->data, tr->logits->numel, 1e-4);
     snprintf(name, sizeof name, "%s/loss", pre);
-    const double e_loss = expect_close(o, c->name, name, tr->loss->data, 1, 1e-5);
+    const double e_loss = nb_oracle_close(o, c->name, name, tr->loss->data, 1, 1e-5);
     snprintf(name, sizeof name, "%s/dx", pre);
-    const double e_dx = expect_close(o, c->name, name, tr->x->grad, tr->x->numel, 1e-4);
+    const double e_dx = nb_oracle_close(o, c->name, name, tr->x->grad, tr->x->numel, 1e-4);
     double e_grad = 0, e_buf = 0;
     const char *worst = "";
     for (int i = 0; i < m->n_entries; i++) {
         nb_entry *e = &m->entries[i];
         if (e->kind == NB_ENTRY_PARAM) {
             snprintf(name, sizeof name, "%s/grad/%s", pre, e->name);
-            const double d = expect_close(o, c->name, name, e->t->grad, e->t->numel, 1e-4);
+            const double d = nb_oracle_close(o, c->name, name, e->t->grad, e->t->numel, 1e-4);
             if (d >= e_grad) {
                 e_grad = d;
                 worst = e->name;
             }
         } else {
             snprintf(name, sizeof name, "%s/after/%s", pre, e->name);
-            e_buf = fmax(e_buf, expect_close(o, c->name, name, e->t->data, e->t->numel, 1e-5));
+            e_buf = fmax(e_buf, nb_oracle_close(o, c->name, name, e->t->data, e->t->numel, 1e-5));
         }
     }
+    /* the learned step sizes' gradients (LSQ) */
+    int nq;
+    nb_quantizer *qs = nb_quant_list(m, &nq);
+    double e_step = 0, e_step_rel = 0;
+    const char *worst_step = "";
+    for (int i = 0; i < nq; i++) {
+        if (!qs[i].step) continue;
+        char size[256];
+        snprintf(name, sizeof name, "%s/qgrad/%s", pre, qs[i].name);
+        snprintf(size, sizeof size, "%s/qgrad_size/%s", pre, qs[i].name);
+        double rel;
+        const double d = nb_oracle_close_sums(o, c->name, name, size, qs[i].step->grad, qs[i].step->numel, 1e-4, &rel);
+        e_step_rel = fmax(e_step_rel, rel);
+        if (d >= e_step) {
+            e_step = d;
+            worst_step = qs[i].name;
+        }
+    }
+    char steps[200] = "";
+    if (*worst_step)
+        snprintf(steps, sizeof steps, ", step sizes %.2g of g·Σ|dy·term| (%s; %.2g of max |torch|)", e_step,
+                 worst_step, e_step_rel);
     printf("%s, seed %llu: max |nibble - torch| / max |torch|: logits %.2g, loss %.2g, dx %.2g, parameter gradients "
-           "%.2g (%s), buffers %.2g; activations reach the quantizers within %.2g steps of PyTorch's; nearest value "
-           "to a rounding boundary %.2g steps (%.0f within 1e-4, all with the same code)\n",
-           c->name, (unsigned long long)(c->seed + (uint64_t)clean), e_logits, e_loss, e_dx, e_grad, worst, e_buf,
-           st[ST_ACT_DISC], st[ST_TIE_MARGIN], st[ST_NEAR]);
+           "%.2g (%s)%s, buffers %.2g; activations reach the quantizers within %.2g steps of PyTorch's; nearest "
+           "value to a rounding boundary %.2g steps (%.0f within 1e-4, all with the same code)\n",
+           c->name, (unsigned long long)(c->seed + (uint64_t)clean), e_logits, e_loss, e_dx, e_grad, worst, steps,
+           e_buf, st[ST_ACT_DISC], st[ST_TIE_MARGIN], st[ST_NEAR]);
     fflush(stdout);
 }
 
 START_TEST(test_quant_resnet20_vs_torch) {
-    if (!torch_available()) {
-        nb_test_skip("fake-quantized resnet20 vs torch", "/usr/bin/python3 has no torch or h5py");
+    if (!nb_oracle_available()) {
+        nb_test_skip("fake-quantized resnet20 vs torch", "/usr/bin/python3 has no torch, numpy or h5py");
         return;
     }
     /* Tiny tensors: a second thread only waits (and spins on a busy machine). */
@@ -407,6 +379,9 @@ START_TEST(test_quant_resnet20_vs_torch) {
         snprintf(name, sizeof name, "case%d/training", ci);
         const float training = cases[ci].pass == NB_PASS_TRAIN;
         h5_write(f, name, &training, 1, (int[]){1});
+        snprintf(name, sizeof name, "case%d/lsq", ci);
+        const float lsq = !strcmp(cases[ci].method, "lsq");
+        h5_write(f, name, &lsq, 1, (int[]){1});
         snprintf(name, sizeof name, "case%d/tries", ci);
         const float ntries = TRIES;
         h5_write(f, name, &ntries, 1, (int[]){1});
@@ -414,9 +389,9 @@ START_TEST(test_quant_resnet20_vs_torch) {
     }
     H5Fclose(f);
 
-    hid_t o = run_oracle(path);
+    hid_t o = nb_oracle_run("torch_quant_oracle.py", path);
     if (o < 0) {
-        nb_test_skip("fake-quantized resnet20 vs torch", "/usr/bin/python3 cannot import torch and h5py");
+        nb_test_skip("fake-quantized resnet20 vs torch", "/usr/bin/python3 cannot import torch, numpy and h5py");
     } else {
         for (int ci = 0; ci < NCASES; ci++) check_case(o, ci, tries[ci]);
         H5Fclose(o);

@@ -4,15 +4,21 @@
 conv/linear, the input goes through torch.fake_quantize_per_tensor_affine
 and the weight through torch.fake_quantize_per_channel_affine (axis 0) or
 torch.fake_quantize_per_tensor_affine, with the scales, zero points and
-integer ranges nibble used.
+integer ranges nibble used. In an LSQ case (case<c>/lsq = 1) every
+quantizer is LSQ instead, the detach-trick formula of
+tests/torch_lsq_oracle.py with a trained step (a leaf tensor per quantizer,
+initialised to nibble's /quant/ scale) and the documented gradient scale g =
+1/sqrt(N·Qp): N the weights per step for a weight, the features per example
+(numel / batch) for an input; the step sizes' gradients are part of the
+answer.
 
     /usr/bin/python3 tests/torch_quant_oracle.py IN.h5 OUT.h5
 
 Exit status 77 when torch, numpy or h5py cannot be imported.
 
 IN.h5 (root attributes arch, shortcut, classes, cases) holds, per case
-case<c>/: training (1: batch statistics, 0: running ones), tries, and that
-many independent draws try<k>/:
+case<c>/: training (1: batch statistics, 0: running ones), lsq (1: LSQ
+quantizers), tries, and that many independent draws try<k>/:
   x, labels                      the batch
   model/<state_dict name>        the model before the step
   quant/<quantizer>/scale, zero_point, qrange   per quantizer, named
@@ -25,6 +31,9 @@ many independent draws try<k>/:
 OUT.h5: case<c>/done (draws computed: up to and including the first clean
 one) and per draw case<c>/try<k>/:
   logits, loss, dx, grad/<param>, after/<buffer>   PyTorch's step
+  qgrad/<quantizer>              LSQ: the gradient of its step size(s)
+  qgrad_size/<quantizer>         LSQ: g·Σ|dy·term| per step (float64), the
+                                 size of the sum behind it
   status = [clean, flips, bad, relu_margin, tie_margin, near_ties,
             act_disc, unchecked]
   report                         text (uint8): what was found
@@ -50,6 +59,14 @@ quantizer in forward order:
     TIE_REL of the tensor's largest |x / s| when that is more) is a
     legitimate flip (`flips`): every quantizer after it sees different
     numbers (not compared: `unchecked`) and the draw is not clean.
+For LSQ the code is rint(clamp(x / s)) and the mask the inclusive qmin <= x
+/ s <= qmax of the unrounded value (not of the rounded code, as for
+fake_quantize), so the boundaries that matter are the ties k + 1/2 inside
+the range and the two ends themselves; a value exactly 0 (a ReLU's output)
+is exact in both programs and no boundary. The step-size gradient's term
+round(x/s) - x/s jumps by 1 at a tie and between 0 and qmin or qmax at an
+end: a flip changes it by dy (or qmax·dy) for that element, so only a draw
+without flips compares the step-size gradients too.
 Anything else is a bug (`bad`, described in `report`). A draw is clean when
 no code or mask differs anywhere, nothing is bad and no ReLU input is within
 RELU_TIE of 0 (the ReLU's backward mask could flip, as in
@@ -69,6 +86,8 @@ except ImportError as e:  # the test skips
     print("torch_quant_oracle.py: %s" % e)
     sys.exit(77)
 
+from torch_lsq_oracle import LSQ, documented, lsq  # exits with 77 as well
+
 torch.set_num_threads(1)
 
 TIE = 1e-4        # steps from a rounding boundary within which either side may be taken
@@ -85,10 +104,12 @@ def relu(x):
 
 
 class QParams:
-    """One quantizer's grid, as nibble exported it."""
+    """One quantizer's grid, as nibble exported it; an LSQ quantizer's step
+    (its scale) is a leaf tensor that collects a gradient."""
 
-    def __init__(self, g, name):
+    def __init__(self, g, name, is_lsq):
         self.name = name
+        self.lsq = is_lsq
         self.scale = np.array(g["scale"], dtype=np.float32).reshape(-1)
         zp = np.array(g["zero_point"], dtype=np.float32).reshape(-1)
         if not np.all(zp == np.rint(zp)):
@@ -97,14 +118,43 @@ class QParams:
         qr = np.array(g["qrange"], dtype=np.float32).reshape(-1)
         self.qmin, self.qmax = int(qr[0]), int(qr[1])
         self.per_channel = self.scale.size > 1
+        if is_lsq:
+            if np.any(self.zp != 0):
+                raise SystemExit("%s: LSQ with zero point %s" % (name, self.zp))
+            self.step = torch.from_numpy(self.scale.copy()).requires_grad_(True)
 
-    def fq(self, x):
-        """PyTorch's fake quantization of x with this grid."""
+    def grad_scale(self, x):
+        """LSQ's g = 1/sqrt(N·Qp) for x (float32, as nibble holds it)."""
+        n = x.numel() / self.scale.size if self.name.endswith(".weight") else x.numel() / x.shape[0]
+        return torch.tensor(1.0 / np.sqrt(n * self.qmax), dtype=torch.float32)
+
+    def fq(self, x, detached=False):
+        """PyTorch's fake quantization of x with this grid (LSQ: the step
+        detached from its leaf when asked)."""
+        if self.lsq:
+            s = self.step.detach() if detached else self.step
+            s = s.reshape((-1,) + (1,) * (x.dim() - 1)) if self.per_channel else s.reshape(())
+            y = lsq(x, s, self.grad_scale(x), self.qmin, self.qmax)
+            if not detached:
+                y.retain_grad()
+                self.seen_xy = (x.detach(), y)
+            return y
         if self.per_channel:
             return torch.fake_quantize_per_channel_affine(
                 x, torch.from_numpy(self.scale), torch.from_numpy(self.zp.astype(np.int32)), 0, self.qmin,
                 self.qmax)
         return torch.fake_quantize_per_tensor_affine(x, float(self.scale[0]), int(self.zp[0]), self.qmin, self.qmax)
+
+    def step_grad_size(self):
+        """After the backward: g·Σ|dy·term| per step (float64), the size of
+        the sums behind the step's gradient (term: round(v) - v inside,
+        qmin / qmax beyond), from what the quantizer saw."""
+        x, y = self.seen_xy
+        rows = self.scale.size
+        g = float(self.grad_scale(x))
+        _, _, terms, _ = documented(LSQ, x.double().numpy().reshape(rows, -1), y.grad.double().numpy().reshape(
+            rows, -1), self.scale.astype(np.float64).reshape(rows, 1), 0.0, g, self.qmin, self.qmax)
+        return g * np.abs(terms).sum(axis=1)
 
     def bcast(self, a, ndim):
         """A per-channel array shaped to broadcast along axis 0 of an ndim tensor."""
@@ -191,14 +241,14 @@ def attr(f, k):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def load_model(fin, g, training):
+def load_model(fin, g, training, is_lsq):
     m = ResNet(attr(fin, "arch"), attr(fin, "shortcut"), int(attr(fin, "classes")))
     sd = m.state_dict()
     for k in sd:
         sd[k].copy_(torch.from_numpy(np.array(g["model/" + k])).reshape(sd[k].shape).to(sd[k].dtype))
     for name, mod in m.named_modules():
         if isinstance(mod, QMixin):
-            mod.q = {side: QParams(g["quant/%s.%s" % (name, side)], "%s.%s" % (name, side))
+            mod.q = {side: QParams(g["quant/%s.%s" % (name, side)], "%s.%s" % (name, side), is_lsq)
                      for side in ("input", "weight")}
     m.train(training)
     return m
@@ -209,7 +259,7 @@ def torch_codes(q, x):
     backward's mask passes, qmin - 1 / qmax + 1 where it blocks (the two
     things the forward and the STE depend on)."""
     xg = x.detach().clone().requires_grad_(True)
-    y = q.fq(xg)
+    y = q.fq(xg, detached=True)
     y.backward(torch.ones_like(y))
     y, mask = y.detach().numpy().astype(np.float64), xg.grad.numpy()
     s = q.bcast(q.scale.astype(np.float64), y.ndim)
@@ -220,9 +270,13 @@ def torch_codes(q, x):
 
 def formula_codes(q, x):
     """clip(rint(x / s) + z, qmin - 1, qmax + 1) in float32, as nibble
-    documents it (x / s, ties to even)."""
+    documents it (x / s, ties to even); LSQ: rint(x / s) where qmin <= x / s
+    <= qmax, else qmin - 1 / qmax + 1."""
     x = np.asarray(x, dtype=np.float32)
     s = q.bcast(q.scale, x.ndim)
+    if q.lsq:
+        v = x / s
+        return np.where(v < q.qmin, q.qmin - 1, np.where(v > q.qmax, q.qmax + 1, np.rint(v))).astype(np.float64)
     z = q.bcast(q.zp.astype(np.float32), x.ndim)
     return np.clip(np.rint(x / s) + z, q.qmin - 1, q.qmax + 1).astype(np.float64)
 
@@ -239,6 +293,10 @@ def boundary_distance(q, x):
     x = np.asarray(x, dtype=np.float64)
     v = x / q.bcast(q.scale.astype(np.float64), x.ndim)
     d = np.abs(v - np.floor(v) - 0.5)
+    if q.lsq:  # ties inside the range, and the ends (the mask); exact zeros are exact
+        d = np.where((v > q.qmin) & (v < q.qmax), d, np.inf)
+        d = np.minimum(d, np.minimum(np.abs(v - q.qmin), np.abs(v - q.qmax)))
+        return np.where(x == 0, np.inf, d)
     zb = q.bcast(q.zp.astype(np.float64), x.ndim)
     inside = (v + zb >= q.qmin - 1) & (v + zb <= q.qmax + 1)
     return np.where(inside, d, np.inf)
@@ -249,6 +307,9 @@ def expected_weight_grid(q, w):
     widened to contain 0; symmetric s = max(|lo|, |hi|) / qmax, asymmetric s
     = (hi - lo) / (qmax - qmin), z = clamp(rint(-lo / s))), float32."""
     w = np.asarray(w, dtype=np.float32).reshape(q.scale.size, -1)
+    if q.lsq:  # LSQ's initial step 2·mean|w| / sqrt(Qp), in double
+        mean = np.abs(w.astype(np.float64)).sum(axis=1) / w.shape[1]
+        return (2.0 * mean / np.sqrt(float(q.qmax))).astype(np.float32), np.zeros(q.scale.size)
     lo = np.minimum(w.min(axis=1), np.float32(0))
     hi = np.maximum(w.max(axis=1), np.float32(0))
     if q.qmin < 0:  # symmetric (weights are signed: asymmetric grids are [0, 2^b - 1])
@@ -286,7 +347,8 @@ def analyse(g, order):
             near += int((d_nb < TIE).sum())
             if side == "weight":
                 s, z = expected_weight_grid(q, nb_in)
-                wrong = np.flatnonzero((s != q.scale) | (z != q.zp))
+                # (LSQ: a sum in another order may end one float32 ulp away)
+                wrong = np.flatnonzero((np.abs(s - q.scale) > (np.spacing(s) if q.lsq else 0)) | (z != q.zp))
                 if wrong.size:
                     bad += 1
                     k = wrong[0]
@@ -350,12 +412,12 @@ def analyse(g, order):
     return status, report
 
 
-def run_try(fin, g, training, gout):
+def run_try(fin, g, training, is_lsq, gout):
     """One draw: PyTorch's step and the code checks, written to gout.
     Returns whether the draw is clean."""
     ORDER.clear()
     RELU_MARGIN[0] = float("inf")
-    m = load_model(fin, g, training)
+    m = load_model(fin, g, training, is_lsq)
     x = torch.from_numpy(np.array(g["x"], dtype=np.float32)).requires_grad_(True)
     labels = torch.from_numpy(np.array(g["labels"], dtype=np.int64))
     logits = m(x)
@@ -366,6 +428,11 @@ def run_try(fin, g, training, gout):
         out["grad/" + k] = p.grad
     for k, v in m.named_buffers():
         out["after/" + k] = v.to(torch.float32)
+    for mod in ORDER:
+        for q in mod.q.values():
+            if q.lsq:
+                out["qgrad/" + q.name] = q.step.grad
+                gout.create_dataset("qgrad_size/" + q.name, data=q.step_grad_size())
     for k, v in out.items():
         gout.create_dataset(k, data=v.detach().numpy().astype(np.float32))
     status, report = analyse(g, ORDER)
@@ -380,10 +447,12 @@ def main():
     for c in range(int(attr(fin, "cases"))):
         case = fin["case%d" % c]
         training = bool(np.array(case["training"]).reshape(-1)[0])
+        is_lsq = "lsq" in case and bool(np.array(case["lsq"]).reshape(-1)[0])
         tries = int(np.array(case["tries"]).reshape(-1)[0])
         done = 0
         while done < tries:
-            clean = run_try(fin, case["try%d" % done], training, fout.create_group("case%d/try%d" % (c, done)))
+            clean = run_try(fin, case["try%d" % done], training, is_lsq,
+                            fout.create_group("case%d/try%d" % (c, done)))
             done += 1
             if clean:
                 break
