@@ -93,14 +93,15 @@ static inline __attribute__((always_inline)) void nb_lsq_bwd_run(const nb_lsq_co
                                                                  const float *dy, float *dx, size_t n,
                                                                  nb_lsq_dx_mode mode, double *ds, double *db) {
     float acc_s[NB_LSQ_LANES] = {0}, acc_b[NB_LSQ_LANES] = {0};
+    const nb_lsq_consts kl = *k; /* a local copy: stores to dx cannot change it */
     const size_t nb = n / NB_LSQ_LANES * NB_LSQ_LANES;
     switch (mode) {
-    case NB_LSQ_DX_SET: nb_lsq_bwd_blocks(k, x, dy, dx, nb, NB_LSQ_DX_SET, acc_s, acc_b); break;
-    case NB_LSQ_DX_ADD: nb_lsq_bwd_blocks(k, x, dy, dx, nb, NB_LSQ_DX_ADD, acc_s, acc_b); break;
-    case NB_LSQ_DX_SET_RELU: nb_lsq_bwd_blocks(k, x, dy, dx, nb, NB_LSQ_DX_SET_RELU, acc_s, acc_b); break;
-    default: nb_lsq_bwd_blocks(k, x, dy, dx, nb, NB_LSQ_DX_NONE, acc_s, acc_b); break;
+    case NB_LSQ_DX_SET: nb_lsq_bwd_blocks(&kl, x, dy, dx, nb, NB_LSQ_DX_SET, acc_s, acc_b); break;
+    case NB_LSQ_DX_ADD: nb_lsq_bwd_blocks(&kl, x, dy, dx, nb, NB_LSQ_DX_ADD, acc_s, acc_b); break;
+    case NB_LSQ_DX_SET_RELU: nb_lsq_bwd_blocks(&kl, x, dy, dx, nb, NB_LSQ_DX_SET_RELU, acc_s, acc_b); break;
+    default: nb_lsq_bwd_blocks(&kl, x, dy, dx, nb, NB_LSQ_DX_NONE, acc_s, acc_b); break;
     }
-    nb_lsq_bwd_block(k, x, dy, dx, nb, n - nb, mode, acc_s, acc_b);
+    nb_lsq_bwd_block(&kl, x, dy, dx, nb, n - nb, mode, acc_s, acc_b);
     double ts = 0.0, tb = 0.0;
     for (int j = 0; j < NB_LSQ_LANES; j++) {
         ts += (double)acc_s[j];

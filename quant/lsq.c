@@ -36,8 +36,9 @@
 
 #define NB_LSQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-NB_LSQ_CLONES static void lsq_fwd_segment(const float *x, float *y, size_t n, const nb_lsq_consts *k) {
-    for (size_t i = 0; i < n; i++) y[i] = nb_lsq_fwd_elem(k, x[i]);
+/* k by value: stores to y cannot change it, so the loop vectorises. */
+NB_LSQ_CLONES static void lsq_fwd_segment(const float *x, float *y, size_t n, nb_lsq_consts k) {
+    for (size_t i = 0; i < n; i++) y[i] = nb_lsq_fwd_elem(&k, x[i]);
 }
 
 /* Backward of one segment (at most one chunk): dx = dy·inside (when dx is
@@ -66,7 +67,7 @@ void nb_lsq_forward(const nb_lsq_args *a, const float *x, float *y) {
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
         for (long c = 0; c < (n + NB_LSQ_CHUNK - 1) / NB_LSQ_CHUNK; c++) {
             const long o = c * NB_LSQ_CHUNK;
-            lsq_fwd_segment(x + o, y + o, (size_t)(o + NB_LSQ_CHUNK < n ? NB_LSQ_CHUNK : n - o), &k);
+            lsq_fwd_segment(x + o, y + o, (size_t)(o + NB_LSQ_CHUNK < n ? NB_LSQ_CHUNK : n - o), k);
         }
         return;
     }
@@ -74,7 +75,7 @@ void nb_lsq_forward(const nb_lsq_args *a, const float *x, float *y) {
         for (size_t g = 0; g < ng; g++) {
             const nb_lsq_consts k = seg_consts(a, r * ng + g);
             const size_t off = r * L->K + g * L->G;
-            lsq_fwd_segment(x + off, y + off, g + 1 < ng ? L->G : L->K - g * L->G, &k);
+            lsq_fwd_segment(x + off, y + off, g + 1 < ng ? L->G : L->K - g * L->G, k);
         }
 }
 
