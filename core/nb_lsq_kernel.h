@@ -82,7 +82,8 @@ static inline __attribute__((always_inline)) void nb_lsq_bwd_block(const nb_lsq_
 static inline __attribute__((always_inline)) void nb_lsq_bwd_blocks(const nb_lsq_consts *k, const float *x,
                                                                     const float *dy, float *dx, size_t nb,
                                                                     nb_lsq_dx_mode mode, float *acc_s, float *acc_b) {
-    for (size_t i0 = 0; i0 < nb; i0 += NB_LSQ_LANES) nb_lsq_bwd_block(k, x, dy, dx, i0, NB_LSQ_LANES, mode, acc_s, acc_b);
+    for (size_t i0 = 0; i0 < nb; i0 += NB_LSQ_LANES)
+        nb_lsq_bwd_block(k, x, dy, dx, i0, NB_LSQ_LANES, mode, acc_s, acc_b);
 }
 
 /* The backward of n elements (one chunk or less) from zeroed lanes: the

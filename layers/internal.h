@@ -17,6 +17,7 @@ typedef enum {
     NB_OP_SHORTCUT_PAD,
     NB_OP_CROSS_ENTROPY,
     NB_OP_DISTILL,
+    NB_OP_BN_RELU_LSQ,
     NB_OP_COUNT
 } nb_op;
 
@@ -34,6 +35,7 @@ void nb_flatten_backward(nb_tape *t, nb_node *n);
 void nb_shortcut_pad_backward(nb_tape *t, nb_node *n);
 void nb_cross_entropy_backward(nb_tape *t, nb_node *n);
 void nb_distill_backward(nb_tape *t, nb_node *n);
+void nb_batchnorm2d_relu_lsq_backward(nb_tape *t, nb_node *n);
 
 /* Geometry of one conv2d call. */
 typedef struct {

@@ -233,7 +233,7 @@ static void build_try(const qcase *c, int ci, int k, hid_t f, qtry *tr) {
         ck_assert_int_eq(qs[i].method, NB_QM_UNIFORM);
         nb_hook *h = qs[i].is_weight ? &qs[i].mod->weight_hook : &qs[i].mod->input_hook;
         caps[i].inner = *h;
-        *h = (nb_hook){capture_hook, &caps[i]};
+        *h = (nb_hook){.fn = capture_hook, .state = &caps[i]}; /* not fusable: every input passes here */
     }
 
     /* calibration: activation scales from random batches, no gradients */
