@@ -27,6 +27,88 @@ static float plane_sqdev(const float *x, int n, float m) {
     return s;
 }
 
+/* The shared pieces below are noinline: one machine code for both ops,
+ * whose vectorised sums then add in the same order. */
+__attribute__((noinline)) void nb_bn_channel(const nb_tensor *x, const nb_tensor *gamma, const nb_tensor *beta,
+                                             float *running_mean, float *running_var, const nb_bn_params *p, int c,
+                                             float *mean, float *invstd, float *a, float *b) {
+    const int N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+    const size_t cnt = (size_t)N * HW;
+    float m, var;
+    if (p->training) {
+        double s = 0.0, s2 = 0.0;
+        for (int n = 0; n < N; n++) s += (double)plane_sum(x->data + ((size_t)n * C + c) * HW, HW);
+        m = (float)(s / (double)cnt);
+        for (int n = 0; n < N; n++) s2 += (double)plane_sqdev(x->data + ((size_t)n * C + c) * HW, HW, m);
+        var = (float)(s2 / (double)cnt);
+        running_mean[c] = (1.0f - p->momentum) * running_mean[c] + p->momentum * m;
+        float unbiased = (float)(s2 / (double)(cnt - 1));
+        running_var[c] = (1.0f - p->momentum) * running_var[c] + p->momentum * unbiased;
+    } else {
+        m = running_mean[c];
+        var = running_var[c];
+    }
+    float is = 1.0f / sqrtf(var + p->eps);
+    mean[c] = m;
+    invstd[c] = is;
+    *a = gamma->data[c] * is;
+    *b = beta->data[c] - m * *a;
+}
+
+__attribute__((noinline)) void nb_bn_plane_dsums(const float *x, const float *dy, const float *y, int HW, float m,
+                                                 float *sg, float *sgx) {
+    float a = 0.0f, bsum = 0.0f;
+    if (y) {
+#pragma omp simd reduction(+ : a, bsum)
+        for (int i = 0; i < HW; i++) {
+            const float d = dy[i]; /* unconditional loads: GCC if-converts and vectorises */
+            const float g = y[i] > 0.0f ? d : 0.0f;
+            a += g;
+            bsum += g * (x[i] - m);
+        }
+    } else {
+#pragma omp simd reduction(+ : a, bsum)
+        for (int i = 0; i < HW; i++) {
+            a += dy[i];
+            bsum += dy[i] * (x[i] - m);
+        }
+    }
+    *sg = a;
+    *sgx = bsum;
+}
+
+nb_bn_dx_consts nb_bn_channel_grads(double sdy, double sdyx, float m, float is, float gamma, int training,
+                                    double cnt, float *dgamma, float *dbeta) {
+    sdyx *= (double)is;
+    if (dgamma) *dgamma += (float)sdyx;
+    if (dbeta) *dbeta += (float)sdy;
+    /* training: dx = k (g - mean(g) - xhat mean(g xhat)); eval: dx = k g */
+    return (nb_bn_dx_consts){.k = gamma * is,
+                             .mdy = training ? (float)(sdy / cnt) : 0.0f,
+                             .mdyx = training ? (float)(sdyx / cnt) * is : 0.0f,
+                             .m = m};
+}
+
+void nb_bn_dx_plane(const nb_bn_dx_consts *q, const float *x, const float *dy, const float *y, float *dx, int HW,
+                    int fresh) {
+    const float k = q->k, mdy = q->mdy, mdyx = q->mdyx, m = q->m;
+    if (fresh) {
+#pragma omp simd
+        for (int i = 0; i < HW; i++) {
+            const float d = dy[i], yy = y ? y[i] : 1.0f;
+            const float g = yy > 0.0f ? d : 0.0f;
+            dx[i] = k * (g - mdy - (x[i] - m) * mdyx);
+        }
+    } else {
+#pragma omp simd
+        for (int i = 0; i < HW; i++) {
+            const float d = dy[i], yy = y ? y[i] : 1.0f;
+            const float g = yy > 0.0f ? d : 0.0f;
+            dx[i] += k * (g - mdy - (x[i] - m) * mdyx);
+        }
+    }
+}
+
 nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
                           float *running_mean, float *running_var, const nb_bn_params *p) {
     char s1[64];
@@ -38,40 +120,20 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
     float *mean = nb_tape_scratch(t, sizeof(float) * (size_t)C);
     float *invstd = nb_tape_scratch(t, sizeof(float) * (size_t)C);
     NB_ASSERT(y && mean && invstd, "batchnorm2d: %s", nb_last_error());
-    const size_t cnt = (size_t)N * HW;
-    NB_ASSERT(!p->training || cnt > 1, "batchnorm2d: training needs more than one value per channel, got input %s",
-              NB_SHAPE(x, s1));
+    NB_ASSERT(!p->training || (size_t)N * HW > 1,
+              "batchnorm2d: training needs more than one value per channel, got input %s", NB_SHAPE(x, s1));
     const int relu = p->relu;
 
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
     for (int c = 0; c < C; c++) {
-        float m, var;
-        if (p->training) {
-            double s = 0.0, s2 = 0.0;
-            for (int n = 0; n < N; n++) s += (double)plane_sum(x->data + ((size_t)n * C + c) * HW, HW);
-            m = (float)(s / (double)cnt);
-            for (int n = 0; n < N; n++) s2 += (double)plane_sqdev(x->data + ((size_t)n * C + c) * HW, HW, m);
-            var = (float)(s2 / (double)cnt);
-            running_mean[c] = (1.0f - p->momentum) * running_mean[c] + p->momentum * m;
-            float unbiased = (float)(s2 / (double)(cnt - 1));
-            running_var[c] = (1.0f - p->momentum) * running_var[c] + p->momentum * unbiased;
-        } else {
-            m = running_mean[c];
-            var = running_var[c];
-        }
-        float is = 1.0f / sqrtf(var + p->eps);
-        mean[c] = m;
-        invstd[c] = is;
-        const float a = gamma->data[c] * is, b = beta->data[c] - m * a;
+        float a, b;
+        nb_bn_channel(x, gamma, beta, running_mean, running_var, p, c, mean, invstd, &a, &b);
         for (int n = 0; n < N; n++) {
             const float *xp = x->data + ((size_t)n * C + c) * HW;
             float *yp = y->data + ((size_t)n * C + c) * HW;
             if (relu) {
 #pragma omp simd
-                for (int i = 0; i < HW; i++) {
-                    float v = xp[i] * a + b;
-                    yp[i] = v > 0.0f ? v : 0.0f;
-                }
+                for (int i = 0; i < HW; i++) yp[i] = nb_bn_relu(xp[i], a, b);
             } else {
 #pragma omp simd
                 for (int i = 0; i < HW; i++) yp[i] = xp[i] * a + b;
@@ -93,67 +155,29 @@ void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {
     nb_tensor *x = node->in[0], *gamma = node->in[1], *beta = node->in[2];
     const bn_saved *s = node->saved;
     const int N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
-    const float *dy = node->out->grad, *yv = node->out->data;
+    const float *dy = node->out->grad, *yv = s->relu ? node->out->data : NULL;
     int fresh = 0;
     float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &fresh) : NULL;
     float *dg = gamma->requires_grad ? nb_tape_grad(t, gamma) : NULL;
     float *dbeta = beta->requires_grad ? nb_tape_grad(t, beta) : NULL;
     const double cnt = (double)N * HW;
-    const int relu = s->relu;
 
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
     for (int c = 0; c < C; c++) {
-        const float m = s->mean[c], is = s->invstd[c];
         double sdy = 0.0, sdyx = 0.0; /* sum g, sum g * (x - mean), g = masked dy */
         for (int n = 0; n < N; n++) {
             const size_t o = ((size_t)n * C + c) * HW;
-            const float *xp = x->data + o, *dp = dy + o, *yp = yv + o;
-            float a = 0.0f, bsum = 0.0f;
-            if (relu) {
-#pragma omp simd reduction(+ : a, bsum)
-                for (int i = 0; i < HW; i++) {
-                    const float d = dp[i]; /* unconditional loads: GCC if-converts and vectorises */
-                    const float g = yp[i] > 0.0f ? d : 0.0f;
-                    a += g;
-                    bsum += g * (xp[i] - m);
-                }
-            } else {
-#pragma omp simd reduction(+ : a, bsum)
-                for (int i = 0; i < HW; i++) {
-                    a += dp[i];
-                    bsum += dp[i] * (xp[i] - m);
-                }
-            }
+            float a, bsum;
+            nb_bn_plane_dsums(x->data + o, dy + o, yv ? yv + o : NULL, HW, s->mean[c], &a, &bsum);
             sdy += (double)a;
             sdyx += (double)bsum;
         }
-        sdyx *= (double)is;
-        if (dg) dg[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy;
+        const nb_bn_dx_consts k = nb_bn_channel_grads(sdy, sdyx, s->mean[c], s->invstd[c], gamma->data[c],
+                                                      s->training, cnt, dg ? &dg[c] : NULL, dbeta ? &dbeta[c] : NULL);
         if (!dx) continue;
-        /* training: dx = k (g - mean(g) - xhat mean(g xhat)); eval: dx = k g */
-        const float k = gamma->data[c] * is;
-        const float mdy = s->training ? (float)(sdy / cnt) : 0.0f;
-        const float mdyx = s->training ? (float)(sdyx / cnt) * is : 0.0f;
         for (int n = 0; n < N; n++) {
             const size_t o = ((size_t)n * C + c) * HW;
-            const float *xp = x->data + o, *dp = dy + o, *yp = yv + o;
-            float *dxp = dx + o;
-            if (fresh) {
-#pragma omp simd
-                for (int i = 0; i < HW; i++) {
-                    const float d = dp[i], yy = relu ? yp[i] : 1.0f;
-                    const float g = yy > 0.0f ? d : 0.0f;
-                    dxp[i] = k * (g - mdy - (xp[i] - m) * mdyx);
-                }
-            } else {
-#pragma omp simd
-                for (int i = 0; i < HW; i++) {
-                    const float d = dp[i], yy = relu ? yp[i] : 1.0f;
-                    const float g = yy > 0.0f ? d : 0.0f;
-                    dxp[i] += k * (g - mdy - (xp[i] - m) * mdyx);
-                }
-            }
+            nb_bn_dx_plane(&k, x->data + o, dy + o, yv ? yv + o : NULL, dx + o, HW, fresh);
         }
     }
 }

@@ -17,6 +17,7 @@ typedef enum {
     NB_OP_SHORTCUT_PAD,
     NB_OP_CROSS_ENTROPY,
     NB_OP_DISTILL,
+    NB_OP_BN_RELU_LSQ,
     NB_OP_COUNT
 } nb_op;
 
@@ -34,6 +35,7 @@ void nb_flatten_backward(nb_tape *t, nb_node *n);
 void nb_shortcut_pad_backward(nb_tape *t, nb_node *n);
 void nb_cross_entropy_backward(nb_tape *t, nb_node *n);
 void nb_distill_backward(nb_tape *t, nb_node *n);
+void nb_batchnorm2d_relu_lsq_backward(nb_tape *t, nb_node *n);
 
 /* Geometry of one conv2d call. */
 typedef struct {
@@ -73,6 +75,35 @@ static inline void nb_conv_sum_planes(const float *dy, int OC, int HW, float *ac
         acc[oc] += s;
     }
 }
+
+/* Batchnorm pieces shared by nb_batchnorm2d and the fused batchnorm + ReLU
+ * + quantizer op (layers/bn_relu_lsq.c), so that both compute the same
+ * bits. x is (N, C, H, W), planes are HW = H*W floats.
+ *
+ * max(x·a + b, 0), a channel's batchnorm and ReLU of one element. */
+static inline float nb_bn_relu(float x, float a, float b) {
+    const float v = x * a + b;
+    return v > 0.0f ? v : 0.0f;
+}
+/* Channel c: the batch statistics (training; the running ones updated) or
+ * the running ones (eval) into mean[c], invstd[c]; y = x·a + b. */
+void nb_bn_channel(const nb_tensor *x, const nb_tensor *gamma, const nb_tensor *beta, float *running_mean,
+                   float *running_var, const nb_bn_params *p, int c, float *mean, float *invstd, float *a, float *b);
+/* One plane's float sums of g and g·(x - m), g = dy masked by y > 0 (y
+ * NULL: dy itself). */
+void nb_bn_plane_dsums(const float *x, const float *dy, const float *y, int HW, float m, float *sg, float *sgx);
+/* What dx needs of a channel: dx = k (g - mdy - (x - m) mdyx). */
+typedef struct {
+    float k, mdy, mdyx, m;
+} nb_bn_dx_consts;
+/* From a channel's sums (in double over its planes, in order): adds its
+ * dgamma and dbeta (either may be NULL), returns its dx constants. */
+nb_bn_dx_consts nb_bn_channel_grads(double sdy, double sdyx, float m, float is, float gamma, int training,
+                                    double cnt, float *dgamma, float *dbeta);
+/* One plane: dx (+)= k (g - mdy - (x - m) mdyx), g = dy masked by y > 0 (y
+ * NULL: dy); fresh: write instead of adding. */
+void nb_bn_dx_plane(const nb_bn_dx_consts *k, const float *x, const float *dy, const float *y, float *dx, int HW,
+                    int fresh);
 
 /* Shape helper for asserts: "(2, 3, 4, 4)". */
 #define NB_SHAPE(t, buf) nb_shape_str((t), (buf), sizeof(buf))

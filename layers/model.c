@@ -1,6 +1,7 @@
 /* Models: the parameter registry, contiguous parameter/gradient blocks,
  * initialisation, module forwards (with their hooks) and the build table. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -18,6 +19,8 @@ nb_model *nb_model_begin(const char *arch, const nb_model_opts *o) {
     m->opts = *o;
     m->pass = NB_PASS_TRAIN;
     m->first_module = m->last_module = -1;
+    const char *nf = getenv("NB_NO_FUSE");
+    m->fuse_quant = !(nf && !strcmp(nf, "1"));
     return m;
 }
 
@@ -207,12 +210,16 @@ static nb_tensor *apply_hook(const nb_module *mod, const nb_hook *h, nb_tape *t,
     return h->fn ? h->fn(h->state, t, x, mod->owner->pass) : x;
 }
 
-nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *x) {
-    nb_tensor *xi = apply_hook(&m->base, &m->base.input_hook, t, x);
+/* The conv of an input that went through the input hook already. */
+static nb_tensor *conv_forward_hooked(nb_conv2d_module *m, nb_tape *t, nb_tensor *xi) {
     nb_tensor *w = apply_hook(&m->base, &m->base.weight_hook, t, m->weight);
     nb_tensor *y = nb_conv2d(t, xi, w, m->bias, &m->p);
     m->base.macs = (double)y->shape[1] * y->shape[2] * y->shape[3] * w->shape[1] * w->shape[2] * w->shape[3];
     return y;
+}
+
+nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *x) {
+    return conv_forward_hooked(m, t, apply_hook(&m->base, &m->base.input_hook, t, x));
 }
 
 nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x) {
@@ -222,10 +229,27 @@ nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *
     return nb_linear(t, xi, w, m->bias);
 }
 
-nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training, int relu) {
-    nb_bn_params p = {.momentum = m->momentum, .eps = m->eps, .training = training, .relu = relu};
+/* The batchnorm's parameters for this forward (counting a training batch). */
+static nb_bn_params bn_begin(nb_bn_module *m, int training, int relu) {
     if (training) m->num_batches_tracked->data[0] += 1.0f;
+    return (nb_bn_params){.momentum = m->momentum, .eps = m->eps, .training = training, .relu = relu};
+}
+
+nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training, int relu) {
+    const nb_bn_params p = bn_begin(m, training, relu);
     return nb_batchnorm2d(t, x, m->weight, m->bias, m->running_mean->data, m->running_var->data, &p);
+}
+
+nb_tensor *nb_bn_relu_conv_module_forward(nb_bn_module *bn, nb_conv2d_module *conv, nb_tape *t, nb_tensor *x,
+                                          int training) {
+    const nb_hook *h = &conv->base.input_hook;
+    nb_lsq_act aq;
+    if (!conv->base.owner->fuse_quant || !h->as_lsq || !h->as_lsq(h->state, x, conv->base.owner->pass, &aq))
+        return nb_conv2d_module_forward(conv, t, nb_bn_module_forward(bn, t, x, training, 1));
+    const nb_bn_params p = bn_begin(bn, training, 1);
+    nb_tensor *q = nb_batchnorm2d_relu_lsq(t, x, bn->weight, bn->bias, bn->running_mean->data,
+                                           bn->running_var->data, &p, &aq);
+    return conv_forward_hooked(conv, t, q);
 }
 
 nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x) {

@@ -52,6 +52,36 @@ typedef struct {
 nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
                           float *running_mean, float *running_var, const nb_bn_params *p);
 
+/* Learned quantizers (ALGORITHMS.md §4; quant/lsq.c has the formulas and
+ * gradients): LSQ's step size s, LSQ+'s step size and offset β, PACT's
+ * clipping level α (s = α / qmax). */
+typedef enum {
+    NB_LSQ_LSQ = 0,
+    NB_LSQ_PLUS,
+    NB_LSQ_PACT
+} nb_lsq_kind;
+
+/* A learned per-tensor activation quantizer, as quant/ describes it to an
+ * op that applies it itself (quant/'s nb_lsq with a one-segment layout). */
+typedef struct {
+    nb_lsq_kind kind;
+    nb_tensor *step;    /* (1): s (LSQ, LSQ+) or α (PACT); a trained parameter */
+    nb_tensor *offset;  /* (1): β (LSQ+, a trained parameter), else NULL */
+    int qmin, qmax;
+    float grad_scale;   /* g multiplying d(step) and d(offset) */
+} nb_lsq_act;
+
+/* q(max(bn(x), 0)) in one op, q the quantizer aq: the same bits, values and
+ * gradients as nb_batchnorm2d with relu followed by quant/'s nb_lsq, in
+ * fewer passes over memory (the ReLU output is neither written nor read:
+ * the backward recomputes it from x). Gradients flow to x, gamma, beta and
+ * aq's step and offset, which must be parameters (their gradient buffers
+ * are their own; they are not inputs of the node) and stay unchanged until
+ * backward. p->relu is ignored (always on). */
+nb_tensor *nb_batchnorm2d_relu_lsq(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
+                                   float *running_mean, float *running_var, const nb_bn_params *p,
+                                   const nb_lsq_act *aq);
+
 /* max(x, 0). inplace: the output shares x's data (x must not be needed by
  * anyone else afterwards; its own producer's backward must not read it). */
 nb_tensor *nb_relu(nb_tape *t, nb_tensor *x, int inplace);
@@ -121,9 +151,15 @@ typedef enum {
 /* A hook that replaces a tensor on its way into an op (the quantization pass
  * installs fake-quant here; layers/ holds no quantization math). */
 typedef nb_tensor *(*nb_hook_fn)(void *state, nb_tape *t, nb_tensor *x, nb_pass pass);
+/* Whether the hook, in this pass and for an input shaped like x, is exactly
+ * a learned per-tensor quantizer without side effects, described in *aq:
+ * then the op producing the input may apply it instead (and the hook is
+ * skipped); 0: call the hook. */
+typedef int (*nb_hook_lsq_fn)(void *state, const nb_tensor *x, nb_pass pass, nb_lsq_act *aq);
 typedef struct {
     nb_hook_fn fn;  /* NULL: identity */
     void *state;
+    nb_hook_lsq_fn as_lsq; /* NULL: never fused */
 } nb_hook;
 
 typedef enum {
@@ -185,6 +221,12 @@ nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *
 nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x);
 /* relu: fuse max(y, 0) (BN followed by ReLU, one pass). */
 nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training, int relu);
+/* conv(max(bn(x), 0)) for a batchnorm whose output goes to conv alone: when
+ * conv's input hook is a learned per-tensor quantizer for this pass (and
+ * the model's fuse_quant is on) the batchnorm op applies it
+ * (nb_batchnorm2d_relu_lsq), else the two module forwards. Same results. */
+nb_tensor *nb_bn_relu_conv_module_forward(nb_bn_module *bn, nb_conv2d_module *conv, nb_tape *t, nb_tensor *x,
+                                          int training);
 
 typedef enum {
     NB_SHORTCUT_A = 0, /* subsample + zero-pad, parameter-free */
@@ -256,6 +298,10 @@ struct nb_model {
     nb_pass pass;               /* NB_PASS_TRAIN: batchnorm uses batch statistics */
     int bn_frozen;              /* batchnorm uses (and keeps) its running statistics in
                                    NB_PASS_TRAIN too (train.freeze_bn_epochs) */
+    int fuse_quant;             /* apply a conv's learned input quantizer inside the
+                                   batchnorm feeding it (nb_bn_relu_conv_module_forward):
+                                   1 unless the environment has NB_NO_FUSE=1; the same
+                                   bits either way, so tests compare the two */
     int first_module, last_module; /* indices into modules (roles FIRST, LAST), -1 if none */
     nb_model_ext *quant;        /* NULL for an FP32 model */
     nb_forward_fn forward;

@@ -14,6 +14,7 @@ const nb_op_def nb_op_table[NB_OP_COUNT] = {
     [NB_OP_SHORTCUT_PAD] = {"shortcut_pad", nb_shortcut_pad_backward},
     [NB_OP_CROSS_ENTROPY] = {"cross_entropy", nb_cross_entropy_backward},
     [NB_OP_DISTILL] = {"distill", nb_distill_backward},
+    [NB_OP_BN_RELU_LSQ] = {"batchnorm2d_relu_lsq", nb_batchnorm2d_relu_lsq_backward},
 };
 
 /* The array has NB_OP_COUNT slots whatever its initialisers say, so a

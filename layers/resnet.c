@@ -35,8 +35,10 @@ static void resnet_free(void *p) {
 
 static nb_tensor *block_forward(basic_block *b, nb_tape *t, nb_tensor *x, int training) {
     nb_tensor *h = nb_conv2d_module_forward(b->conv1, t, x);
-    h = nb_bn_module_forward(b->bn1, t, h, training, 1);
-    h = nb_conv2d_module_forward(b->conv2, t, h);
+    /* bn1's output goes to conv2 alone: its input quantizer may run inside
+     * bn1 (the stem's bn1 and the block-ending add feed a conv and a
+     * shortcut, and stay apart) */
+    h = nb_bn_relu_conv_module_forward(b->bn1, b->conv2, t, h, training);
     h = nb_bn_module_forward(b->bn2, t, h, training, 0);
     nb_tensor *sc = x;
     if (b->down_conv)

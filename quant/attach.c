@@ -259,6 +259,23 @@ static float act_grad_scale(const nb_quantizer *q, const nb_tensor *x) {
     return (float)(1.0 / sqrt(N * (double)q->qmax));
 }
 
+/* A ready learned quantizer q applied to x. */
+static nb_lsq_act act_lsq(const nb_quantizer *q, const nb_tensor *x) {
+    const nb_lsq_kind kind = q->method == NB_QM_LSQ ? NB_LSQ_LSQ : q->method == NB_QM_PACT ? NB_LSQ_PACT : NB_LSQ_PLUS;
+    return (nb_lsq_act){kind, q->step, q->offset, q->qmin, q->qmax, act_grad_scale(q, x)};
+}
+
+/* The input hook as a per-tensor quantizer the producing op may apply
+ * (nb_hook.as_lsq): learned, ready (no first-batch init pending) and in a
+ * pass that quantizes. */
+static int input_as_lsq(void *state, const nb_tensor *x, nb_pass pass, nb_lsq_act *aq) {
+    const nb_quantizer *q = state;
+    if ((pass != NB_PASS_TRAIN && pass != NB_PASS_EVAL) || !nb_qmethod_learned(q->method) || q->ready[0] == 0.0f)
+        return 0;
+    *aq = act_lsq(q, x);
+    return 1;
+}
+
 static nb_tensor *input_hook(void *state, nb_tape *t, nb_tensor *x, nb_pass pass) {
     nb_quantizer *q = state;
     if (pass == NB_PASS_PROBE || q->method == NB_QM_NONE) return x;
@@ -284,9 +301,8 @@ static nb_tensor *input_hook(void *state, nb_tape *t, nb_tensor *x, nb_pass pass
     }
     if (learned) {
         if (q->ready[0] == 0.0f) learned_act_init(q, x->data, x->numel); /* no calibration pass: this batch */
-        const nb_lsq_kind kind = q->method == NB_QM_LSQ ? NB_LSQ_LSQ : q->method == NB_QM_PACT ? NB_LSQ_PACT : NB_LSQ_PLUS;
-        const nb_lsq_args a = {kind, {1, x->numel, x->numel}, q->step, q->offset, q->qmin, q->qmax,
-                               act_grad_scale(q, x)};
+        const nb_lsq_act d = act_lsq(q, x);
+        const nb_lsq_args a = {d.kind, {1, x->numel, x->numel}, d.step, d.offset, d.qmin, d.qmax, d.grad_scale};
         return nb_lsq(t, x, &a);
     }
     NB_ASSERT(q->ready[0] != 0.0f, "quantizer %s used before calibration (run a calibration pass first)", q->name);
@@ -539,7 +555,7 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
             for (int k = 0; k < q->n_scales; k++) q->step->data[k] = (float)q->qmax;
         q->qrange[0] = (float)q->qmin;
         q->qrange[1] = (float)q->qmax;
-        nb_hook h = {q->is_weight ? weight_hook : input_hook, q};
+        nb_hook h = {q->is_weight ? weight_hook : input_hook, q, q->is_weight ? NULL : input_as_lsq};
         if (q->is_weight)
             q->mod->weight_hook = h;
         else

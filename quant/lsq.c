@@ -23,131 +23,71 @@
  * with the detach trick: round_pass(v) = (round(v) - v).detach() + v and
  * grad_scale(s, g) = (s - s·g).detach() + s·g (tests/torch_lsq_oracle.py).
  *
- * The sums are taken in double, chunk by chunk over a fixed partition (16384
- * elements), then over the chunks in order: the result does not depend on
- * the thread count. */
+ * The sums are taken per chunk of a fixed partition (16384 elements) in 16
+ * float lanes, then in double over the chunks in order: the result does not
+ * depend on the thread count. The element arithmetic and the lane order are
+ * in core/nb_lsq_kernel.h, shared with layers/' batchnorm + ReLU + quantizer
+ * op (the same bits when an activation quantizer runs fused). */
 #include <math.h>
 #include <string.h>
 
 #include "internal.h"
-
-#define RND_MAGIC 12582912.0f /* 1.5 * 2^23: (v + M) - M is rint for |v| <= 2^22 */
-#define LSQ_CHUNK 16384
+#include "nb_lsq_kernel.h"
 
 #define NB_LSQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-/* Forward of one segment; v is clamped before rounding, so |v| <= 2^22
- * holds for every grid. */
-NB_LSQ_CLONES static void lsq_fwd_segment(const float *x, float *y, size_t n, float s, float beta, float qmin,
-                                          float qmax) {
-    for (size_t i = 0; i < n; i++) {
-        float v = (x[i] - beta) / s;
-        v = v < qmin ? qmin : v;
-        v = v > qmax ? qmax : v;
-        y[i] = (v + RND_MAGIC - RND_MAGIC) * s + beta;
-    }
+/* k by value: stores to y cannot change it, so the loop vectorises. */
+NB_LSQ_CLONES static void lsq_fwd_segment(const float *x, float *y, size_t n, nb_lsq_consts k) {
+    for (size_t i = 0; i < n; i++) y[i] = nb_lsq_fwd_elem(&k, x[i]);
 }
 
-/* Backward of one segment: dx = dy·inside (when dx is not NULL; dx may be dy
- * itself), returns Σ dy·(step-size term) in *ds and Σ dy·outside in *db.
- * pact selects PACT's α term. The sums run in 16 float lanes (element i in
- * lane i mod 16), added in lane order in double at the end: the same
- * arithmetic on every instruction set, and a loop the compiler vectorises
- * (a single double accumulator would keep it scalar). */
-#define LSQ_LANES 16
-
-typedef struct {
-    float s, beta, qmin, qmax, lo_term, hi_term, round_on;
-    int pact;
-} bwd_consts;
-
-/* Elements i0 .. i0 + m - 1 (m <= LSQ_LANES) into the lanes; dx_mode 0: no
- * dx, 1: dx = (fresh), 2: dx += . Inlined with constant m and dx_mode. */
-static inline __attribute__((always_inline)) void bwd_block(const bwd_consts *k, const float *x, const float *dy,
-                                                            float *dx, size_t i0, size_t m, int dx_mode,
-                                                            float *acc_s, float *acc_b) {
-    for (size_t j = 0; j < m; j++) {
-        const size_t i = i0 + j;
-        const float v = (x[i] - k->beta) / k->s, g = dy[i];
-        const float out = (float)(v < k->qmin) + (float)(v > k->qmax);
-        /* PACT counts v == qmax as clipped (its dα = 1 where x >= α) */
-        const float hi = k->pact ? (float)(v >= k->qmax) : (float)(v > k->qmax);
-        const float lo = (float)(v < k->qmin) + (k->pact ? (float)(v == k->qmin) : 0.0f);
-        const float mid = k->round_on * ((v + RND_MAGIC - RND_MAGIC) - v);
-        const float term = hi != 0.0f ? k->hi_term : lo != 0.0f ? k->lo_term : mid;
-        acc_s[j] += g * term;
-        acc_b[j] += g * out;
-        if (dx_mode == 1) dx[i] = g * (1.0f - out);
-        if (dx_mode == 2) dx[i] += g * (1.0f - out);
-    }
+/* Backward of one segment (at most one chunk): dx = dy·inside (when dx is
+ * not NULL; dx may be dy itself), returns Σ dy·(step-size term) in *ds and
+ * Σ dy·outside in *db. The sums run in 16 float lanes (element i in lane i
+ * mod 16), added in lane order in double at the end: the same arithmetic on
+ * every instruction set, and a loop the compiler vectorises (a single
+ * double accumulator would keep it scalar). */
+NB_LSQ_CLONES static void lsq_bwd_segment(const float *x, const float *dy, float *dx, size_t n,
+                                          const nb_lsq_consts *k, int fresh, double *ds, double *db) {
+    nb_lsq_bwd_run(k, x, dy, dx, n, !dx ? NB_LSQ_DX_NONE : fresh ? NB_LSQ_DX_SET : NB_LSQ_DX_ADD, ds, db);
 }
 
-NB_LSQ_CLONES static void lsq_bwd_segment(const float *x, const float *dy, float *dx, size_t n, float s, float beta,
-                                          float qmin, float qmax, int pact, int fresh, double *ds, double *db) {
-    float acc_s[LSQ_LANES] = {0}, acc_b[LSQ_LANES] = {0};
-    const bwd_consts k = {s, beta, qmin, qmax, pact ? qmin / qmax : qmin, pact ? 1.0f : qmax, pact ? 0.0f : 1.0f,
-                          pact};
-    const int mode = !dx ? 0 : fresh ? 1 : 2;
-    const size_t nb = n / LSQ_LANES * LSQ_LANES;
-    if (mode == 0)
-        for (size_t i0 = 0; i0 < nb; i0 += LSQ_LANES) bwd_block(&k, x, dy, dx, i0, LSQ_LANES, 0, acc_s, acc_b);
-    else if (mode == 1)
-        for (size_t i0 = 0; i0 < nb; i0 += LSQ_LANES) bwd_block(&k, x, dy, dx, i0, LSQ_LANES, 1, acc_s, acc_b);
-    else
-        for (size_t i0 = 0; i0 < nb; i0 += LSQ_LANES) bwd_block(&k, x, dy, dx, i0, LSQ_LANES, 2, acc_s, acc_b);
-    bwd_block(&k, x, dy, dx, nb, n - nb, mode, acc_s, acc_b);
-    double ts = 0.0, tb = 0.0;
-    for (int j = 0; j < LSQ_LANES; j++) {
-        ts += (double)acc_s[j];
-        tb += (double)acc_b[j];
-    }
-    *ds = ts;
-    *db = tb;
-}
-
-/* The segment's s and β from the parameters. */
-static void seg_params(const nb_lsq_args *a, size_t j, float *s, float *beta) {
-    const float p = a->step->data[j];
-    *s = a->kind == NB_LSQ_PACT ? p / (float)a->qmax : p;
-    *beta = a->offset ? a->offset->data[j] : 0.0f;
+/* Segment j's constants from the parameters. */
+static nb_lsq_consts seg_consts(const nb_lsq_args *a, size_t j) {
+    return nb_lsq_consts_make(a->kind == NB_LSQ_PACT, a->step->data[j], a->offset ? a->offset->data[j] : 0.0f,
+                              (float)a->qmin, (float)a->qmax);
 }
 
 void nb_lsq_forward(const nb_lsq_args *a, const float *x, float *y) {
     const nb_fq_layout *L = &a->L;
-    const float qmin = (float)a->qmin, qmax = (float)a->qmax;
     const size_t ng = (L->K + L->G - 1) / L->G;
-    if (L->rows == 1 && ng == 1 && L->K >= 4 * LSQ_CHUNK) {
-        float s, beta;
-        seg_params(a, 0, &s, &beta);
+    if (L->rows == 1 && ng == 1 && L->K >= 4 * NB_LSQ_CHUNK) {
+        const nb_lsq_consts k = seg_consts(a, 0);
         const long n = (long)L->K;
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
-        for (long c = 0; c < (n + LSQ_CHUNK - 1) / LSQ_CHUNK; c++) {
-            const long o = c * LSQ_CHUNK;
-            lsq_fwd_segment(x + o, y + o, (size_t)(o + LSQ_CHUNK < n ? LSQ_CHUNK : n - o), s, beta, qmin, qmax);
+        for (long c = 0; c < (n + NB_LSQ_CHUNK - 1) / NB_LSQ_CHUNK; c++) {
+            const long o = c * NB_LSQ_CHUNK;
+            lsq_fwd_segment(x + o, y + o, (size_t)(o + NB_LSQ_CHUNK < n ? NB_LSQ_CHUNK : n - o), k);
         }
         return;
     }
     for (size_t r = 0; r < (size_t)L->rows; r++)
         for (size_t g = 0; g < ng; g++) {
-            float s, beta;
-            seg_params(a, r * ng + g, &s, &beta);
+            const nb_lsq_consts k = seg_consts(a, r * ng + g);
             const size_t off = r * L->K + g * L->G;
-            lsq_fwd_segment(x + off, y + off, g + 1 < ng ? L->G : L->K - g * L->G, s, beta, qmin, qmax);
+            lsq_fwd_segment(x + off, y + off, g + 1 < ng ? L->G : L->K - g * L->G, k);
         }
 }
 
 void nb_lsq_backward(const nb_lsq_args *a, const float *x, const float *dy, float *dx, int fresh, float *dstep,
                      float *doffset) {
     const nb_fq_layout *L = &a->L;
-    const float qmin = (float)a->qmin, qmax = (float)a->qmax;
-    const int pact = a->kind == NB_LSQ_PACT;
     const size_t ng = (L->K + L->G - 1) / L->G;
     for (size_t r = 0; r < (size_t)L->rows; r++)
         for (size_t g = 0; g < ng; g++) {
             const size_t j = r * ng + g, off = r * L->K + g * L->G, len = g + 1 < ng ? L->G : L->K - g * L->G;
-            float s, beta;
-            seg_params(a, j, &s, &beta);
-            const long nch = (long)((len + LSQ_CHUNK - 1) / LSQ_CHUNK);
+            const nb_lsq_consts k = seg_consts(a, j);
+            const long nch = (long)((len + NB_LSQ_CHUNK - 1) / NB_LSQ_CHUNK);
             double ds = 0.0, db = 0.0;
             if (nch > 1) {
                 double part[2 * 256], *pp = part;
@@ -159,10 +99,9 @@ void nb_lsq_backward(const nb_lsq_args *a, const float *x, const float *dy, floa
                 }
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
                 for (long c = 0; c < nch; c++) {
-                    const size_t o = off + (size_t)c * LSQ_CHUNK;
-                    const size_t n = (size_t)c + 1 < (size_t)nch ? LSQ_CHUNK : len - (size_t)c * LSQ_CHUNK;
-                    lsq_bwd_segment(x + o, dy + o, dx ? dx + o : NULL, n, s, beta, qmin, qmax, pact, fresh,
-                                    &pp[2 * c], &pp[2 * c + 1]);
+                    const size_t o = off + (size_t)c * NB_LSQ_CHUNK;
+                    const size_t n = (size_t)c + 1 < (size_t)nch ? NB_LSQ_CHUNK : len - (size_t)c * NB_LSQ_CHUNK;
+                    lsq_bwd_segment(x + o, dy + o, dx ? dx + o : NULL, n, &k, fresh, &pp[2 * c], &pp[2 * c + 1]);
                 }
                 for (long c = 0; c < nch; c++) {
                     ds += pp[2 * c];
@@ -170,11 +109,10 @@ void nb_lsq_backward(const nb_lsq_args *a, const float *x, const float *dy, floa
                 }
                 nb_free(heap);
             } else {
-                lsq_bwd_segment(x + off, dy + off, dx ? dx + off : NULL, len, s, beta, qmin, qmax, pact, fresh, &ds,
-                                &db);
+                lsq_bwd_segment(x + off, dy + off, dx ? dx + off : NULL, len, &k, fresh, &ds, &db);
             }
-            if (dstep) dstep[j] += (float)((double)a->grad_scale * ds);
-            if (doffset) doffset[j] += (float)((double)a->grad_scale * db);
+            nb_lsq_grad_add(dstep ? &dstep[j] : NULL, a->grad_scale, ds);
+            nb_lsq_grad_add(doffset ? &doffset[j] : NULL, a->grad_scale, db);
         }
 }
 

@@ -135,14 +135,8 @@ void nb_binary_ternary_forward(const float *w, float *y, int rows, size_t K, int
 nb_tensor *nb_binary_ternary(nb_tape *t, nb_tensor *w, int rows, int ternary, float *alpha);
 
 /* Learned quantizers (ALGORITHMS.md §4; quant/lsq.c has the formulas and
- * gradients): LSQ's step size s, LSQ+'s step size and offset β, PACT's
- * clipping level α (s = α / qmax). */
-typedef enum {
-    NB_LSQ_LSQ = 0,
-    NB_LSQ_PLUS,
-    NB_LSQ_PACT
-} nb_lsq_kind;
-
+ * gradients; nb_lsq_kind is in nb_layers.h, whose fused batchnorm op
+ * applies activation quantizers too). */
 typedef struct {
     nb_lsq_kind kind;
     nb_fq_layout L;

@@ -183,7 +183,7 @@ static void build_try(const qcase *c, int ci, int k, hid_t f, qtry *tr) {
         ck_assert_str_eq(nb_qmethod_name(qs[i].method), c->method);
         nb_hook *h = qs[i].is_weight ? &qs[i].mod->weight_hook : &qs[i].mod->input_hook;
         caps[i].inner = *h;
-        *h = (nb_hook){capture_hook, &caps[i]};
+        *h = (nb_hook){.fn = capture_hook, .state = &caps[i]}; /* not fusable: every input passes here */
     }
 
     /* calibration: activation scales from random batches, no gradients */
