@@ -128,7 +128,8 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
     if (st != NB_OK) return st;
     const int fixed = mod->role == NB_ROLE_FIRST ? p->first_bits : mod->role == NB_ROLE_LAST ? p->last_bits : 0;
     if (fixed > 0) {
-        /* LSQ practice: the first and last layers stay at 8 bits, uniform. */
+        /* LSQ practice: the first and last layers stay at 8 bits (binary and
+         * ternary become uniform there; learned methods stay learned). */
         if (w->method != NB_QM_NONE) {
             if (w->method == NB_QM_BINARY || w->method == NB_QM_TERNARY) w->method = NB_QM_UNIFORM;
             w->bits = fixed;

@@ -17,7 +17,9 @@
  *   LSQ, LSQ+:  ds = g·Σ dy·(inside ? round(v) - v : clamp(v))   [paper, eq. 3]
  *   LSQ+:       dβ = g·Σ dy·(inside ? 0 : 1)
  *   PACT:       dα = Σ dy·(v >= qmax ? 1 : v <= qmin ? qmin / qmax : 0)   [PACT eq. 3;
- *               the rounding term inside the range is dropped, as the paper does]
+ *               the rounding term inside the range is dropped, as the paper does;
+ *               a value exactly at an end passes dy to x (inside) and counts in dα,
+ *               a measure-zero choice that keeps one mask for the three methods]
  * g is the gradient scale (LSQ: 1/sqrt(N·Qp), chosen by the caller). These
  * are exactly the gradients PyTorch's autograd gives for the formula written
  * with the detach trick: round_pass(v) = (round(v) - v).detach() + v and
