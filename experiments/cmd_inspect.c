@@ -10,9 +10,9 @@ static void inspect_usage(FILE *f) {
             "\n"
             "Prints a checkpoint's architecture, position (epoch, step), every tensor with\n"
             "its shape and element count, parameter totals, the per-layer table (weight and\n"
-            "input bits, granularity, parameters, bytes; the model size at those bits\n"
-            "against FP32) and the effective config it was trained with (omitted with\n"
-            "--no-config).\n");
+            "input method, bits, granularity, parameters, bytes, scales or learned step\n"
+            "sizes; the model size at those bits against FP32) and the effective config\n"
+            "it was trained with (omitted with --no-config).\n");
 }
 
 static void to_stdout(nb_log_level level, const char *msg, void *user) {
