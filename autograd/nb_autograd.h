@@ -91,12 +91,13 @@ float *nb_tape_grad(nb_tape *tape, nb_tensor *t);
  * (+=). Saves a pass over memory in the kernels that can use it. */
 float *nb_tape_grad_fresh(nb_tape *tape, nb_tensor *t, int *fresh);
 
-/* For an elementwise backward that can work in place: when `to` has no
- * gradient yet and from's gradient (the node's output's, same numel) is a
- * pooled buffer, hand that buffer to `to` and return it (the caller then
- * rewrites it in place: it holds d(from), which becomes d(to)); else NULL
- * and the caller uses nb_tape_grad / nb_tape_grad_fresh as usual. */
-float *nb_tape_grad_take(nb_tape *tape, nb_tensor *from, nb_tensor *to);
+/* The gradient buffer of `to` for an elementwise backward that can work in
+ * place: when `to` has no gradient yet and from's gradient (the node's
+ * output's, same numel) is a pooled buffer, that buffer is handed to `to`
+ * and returned with *fresh = 1 (it holds d(from): the caller reads each
+ * element before writing d(to) over it, so read from's gradient pointer
+ * before this call); else as nb_tape_grad_fresh. */
+float *nb_tape_grad_inplace(nb_tape *tape, nb_tensor *from, nb_tensor *to, int *fresh);
 
 /* Reverse pass from a scalar (numel 1) loss: d(loss) = 1. */
 nb_status nb_backward(nb_tape *t, nb_tensor *loss);

@@ -200,9 +200,10 @@ float *nb_tape_grad(nb_tape *tape, nb_tensor *t) {
     return g;
 }
 
-float *nb_tape_grad_take(nb_tape *tape, nb_tensor *from, nb_tensor *to) {
-    (void)tape;
-    if (to->grad || to->is_param || !from->grad_pooled || from->numel != to->numel) return NULL;
+float *nb_tape_grad_inplace(nb_tape *tape, nb_tensor *from, nb_tensor *to, int *fresh) {
+    if (to->grad || to->is_param || !from->grad_pooled || from->numel != to->numel)
+        return nb_tape_grad_fresh(tape, to, fresh);
+    *fresh = 1;
     /* The walk returns from's buffer to the pool after this node; it now
      * belongs to `to`, whose producer runs later and hands it back then. */
     to->grad = from->grad;

@@ -115,11 +115,9 @@ void nb_batchnorm2d_relu_lsq_backward(nb_tape *t, nb_node *node) {
     /* d(out) is rewritten in place into g, the gradient at the batchnorm's
      * output (an op's output gradient is a pooled buffer nothing reads after
      * its node), and g into dx when the tape hands the buffer to x. */
-    float *g = node->out->grad, *dx = NULL;
+    float *g = node->out->grad;
     int fresh = 0;
-    if (x->requires_grad && !(dx = nb_tape_grad_take(t, node->out, x))) dx = nb_tape_grad_fresh(t, x, &fresh);
-    else if (dx)
-        fresh = 1;
+    float *dx = x->requires_grad ? nb_tape_grad_inplace(t, node->out, x, &fresh) : NULL;
     double *part = nb_tape_scratch(t, sizeof(double) * 2 * (size_t)nch);
     float *psum = nb_tape_scratch(t, sizeof(float) * 2 * planes);     /* plane p: Σ g, Σ g·(x - m) */
     const size_t ystride = ylen > (size_t)HW ? ylen : (size_t)HW; /* y of a chunk, or of a plane */

@@ -17,7 +17,12 @@ typedef struct {
     nb_model *m;
     nb_status calib_st;          /* first observer failure while calibrating */
     char calib_msg[512];
+    int grad_n;                  /* policy.lsq_grad_n as an index of grad_n_names */
 } qstate;
+
+/* quant.lsq.grad_scale: N in g = 1/sqrt(N·Qp) for activations */
+enum { GRAD_N_EXAMPLE = 0, GRAD_N_BATCH, GRAD_N_NONE, GRAD_N_COUNT };
+static const char *const grad_n_names[GRAD_N_COUNT] = {"example", "batch", "none"};
 
 static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary", "lsq", "lsq+", "pact"};
 static const char *const gran_names[NB_QG_COUNT] = {"tensor", "channel", "group"};
@@ -254,9 +259,9 @@ static nb_tensor *weight_hook(void *state, nb_tape *t, nb_tensor *w, nb_pass pas
  * paper's; "batch": every element; "none": g = 1). */
 static float act_grad_scale(const nb_quantizer *q, const nb_tensor *x) {
     if (q->method == NB_QM_PACT) return 1.0f;
-    const char *mode = owner_state(q)->policy.lsq_grad_n;
-    if (!strcmp(mode, "none")) return 1.0f;
-    const double N = !strcmp(mode, "batch") ? (double)x->numel : (double)x->numel / (double)x->shape[0];
+    const int mode = owner_state(q)->grad_n;
+    if (mode == GRAD_N_NONE) return 1.0f;
+    const double N = mode == GRAD_N_BATCH ? (double)x->numel : (double)x->numel / (double)x->shape[0];
     return (float)(1.0 / sqrt(N * (double)q->qmax));
 }
 
@@ -475,6 +480,11 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
     }
     if (st != NB_OK) goto fail;
     qs->policy = *p;
+    if ((qs->grad_n = index_of(grad_n_names, GRAD_N_COUNT, p->lsq_grad_n)) < 0) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "quant.lsq.grad_scale: unknown \"%s\" (\"example\", \"batch\" or \"none\")",
+                          p->lsq_grad_n);
+        goto fail;
+    }
     qs->m = m;
     qs->ext.owner = qs;
     qs->ext.free = qstate_free;

@@ -156,14 +156,10 @@ void nb_fake_quant_backward(nb_tape *t, nb_node *n) {
     const fq_saved *s = n->saved;
     nb_tensor *x = n->in[0];
     if (!x->requires_grad) return;
-    float *dx = nb_tape_grad_take(t, n->out, x);
-    if (dx) { /* mask d(out) in place: it becomes d(x) */
-        nb_fq_backward(&s->L, s->scale, s->zero_point, s->qmin, s->qmax, x->data, dx, dx, 1);
-        return;
-    }
+    const float *dy = n->out->grad; /* may become d(x), masked in place */
     int fresh;
-    dx = nb_tape_grad_fresh(t, x, &fresh);
-    nb_fq_backward(&s->L, s->scale, s->zero_point, s->qmin, s->qmax, x->data, n->out->grad, dx, fresh);
+    float *dx = nb_tape_grad_inplace(t, n->out, x, &fresh);
+    nb_fq_backward(&s->L, s->scale, s->zero_point, s->qmin, s->qmax, x->data, dy, dx, fresh);
 }
 
 /* Binary and ternary weights: w (rows, K) -> alpha[r] * t, t in {-1, 1} or

@@ -143,15 +143,10 @@ void nb_lsq_backward_node(nb_tape *t, nb_node *n) {
     nb_tensor *x = n->in[0];
     float *dstep = a->step->requires_grad ? nb_tape_grad(t, a->step) : NULL;
     float *doff = a->offset && a->offset->requires_grad ? nb_tape_grad(t, a->offset) : NULL;
-    float *dx = NULL;
-    int fresh = 0;
     /* d(out) becomes d(x) in place when the tape allows; the step-size sums
      * read each dy before it is overwritten. */
     const float *dy = n->out->grad;
-    if (x->requires_grad && !(dx = nb_tape_grad_take(t, n->out, x))) dx = nb_tape_grad_fresh(t, x, &fresh);
-    else if (dx) {
-        dy = dx;
-        fresh = 1;
-    }
+    int fresh = 0;
+    float *dx = x->requires_grad ? nb_tape_grad_inplace(t, n->out, x, &fresh) : NULL;
     nb_lsq_backward(a, x->data, dy, dx, fresh, dstep, doff);
 }

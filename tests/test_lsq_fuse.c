@@ -26,22 +26,29 @@ static const fuse_case cases[] = {
     {"lsq+", 32, 4, 0, 1}, {"pact", 28, 4, 0, 1},  {"lsq", 32, 4, 1, 1},
 };
 
-/* resnet20 at the case's size, W4A4 LSQ weights, calibrated on x. */
-static nb_model *build(const fuse_case *c, nb_tensor *x, int fuse) {
+/* resnet20 at size px from rng r, weights by `weights` (4-bit per tensor
+ * when not "none"), 4-bit activations by `act`. */
+static nb_model *quantized_resnet20(int size, const char *weights, const char *act, nb_rng *r) {
     nb_model_opts o = nb_model_opts_default();
-    o.input_size = c->size;
-    nb_rng r;
-    nb_rng_seed(&r, 21, 0);
-    nb_model *m = nb_model_build("resnet20", &o, &r);
+    o.input_size = size;
+    nb_model *m = nb_model_build("resnet20", &o, r);
     ck_assert_ptr_nonnull(m);
     nb_quant_policy p;
     nb_quant_policy_default(&p);
-    strcpy(p.weights.method, "lsq");
+    strcpy(p.weights.method, weights);
     strcpy(p.weights.granularity, "tensor");
     p.weights.bits = 4;
-    strcpy(p.activations.method, c->act);
+    strcpy(p.activations.method, act);
     p.activations.bits = 4;
     ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
+    return m;
+}
+
+/* resnet20 at the case's size, W4A4 LSQ weights, calibrated on x. */
+static nb_model *build(const fuse_case *c, nb_tensor *x, int fuse) {
+    nb_rng r;
+    nb_rng_seed(&r, 21, 0);
+    nb_model *m = quantized_resnet20(c->size, "lsq", c->act, &r);
     nb_tape *t = nb_tape_new();
     nb_tape_set_grad(t, 0);
     nb_model_set_pass(m, NB_PASS_CALIBRATE);
@@ -144,17 +151,9 @@ END_TEST
  * the hook initialises its step from the first batch) and stays out of the
  * calibration and probe passes. */
 START_TEST(test_fused_only_when_ready) {
-    nb_model_opts o = nb_model_opts_default();
-    o.input_size = 16;
     nb_rng r;
     nb_rng_seed(&r, 21, 0);
-    nb_model *m = nb_model_build("resnet20", &o, &r);
-    ck_assert_ptr_nonnull(m);
-    nb_quant_policy p;
-    nb_quant_policy_default(&p);
-    strcpy(p.activations.method, "lsq");
-    p.activations.bits = 4;
-    ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
+    nb_model *m = quantized_resnet20(16, "none", "lsq", &r);
     m->fuse_quant = 1;
     nb_tensor *x = nb_tensor_new(4, (int[]){2, 3, 16, 16});
     nb_tensor_fill_normal(x, &r, 0.0f, 1.0f);
