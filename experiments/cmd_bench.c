@@ -173,9 +173,12 @@ int nb_cmd_bench(int argc, char **argv) {
     nb_tensor *x = nb_tensor_new(4, (int[]){batch, mo.in_channels, size, size});
     int32_t *labels = nb_malloc(sizeof(int32_t) * (size_t)batch);
     float *mom = nb_calloc(m->n_param_floats, sizeof(float));
+    /* learned quantizer parameters (step sizes, ADQ's α) take SGD too */
+    nb_model_ext *qx = m->quant;
+    float *qmom = nb_calloc(qx ? qx->n_param_floats + 1 : 1, sizeof(float));
     double *times = nb_malloc(sizeof(double) * (size_t)(steps > 8 ? steps : 8));
     nb_tape *tape = nb_tape_new();
-    if (!x || !labels || !mom || !times || !tape) {
+    if (!x || !labels || !mom || !qmom || !times || !tape) {
         fprintf(stderr, "nibble bench: %s\n", nb_last_error());
         return 1;
     }
@@ -209,6 +212,15 @@ int nb_cmd_bench(int argc, char **argv) {
             break;
         }
         nb_sgd_update(&so, 0.05f, 5e-4f, m->param_data, m->param_grad, mom, m->n_param_floats, s == 0);
+        if (qx && qx->n_param_floats) {
+            nb_sgd_update(&so, 0.05f, 0.0f, qx->param_data, qx->param_grad, qmom, qx->n_param_floats, s == 0);
+        }
+        /* what the runner does after a step (ADQ's EMA codebook update) */
+        if (qx && qx->after_step && qx->after_step(qx->owner) != NB_OK) {
+            fprintf(stderr, "nibble bench: step %d: %s\n", s, nb_last_error());
+            rc = 1;
+            break;
+        }
         nb_tape_reset(tape);
         if (s >= warmup) times[s - warmup] = nb_now() - t0;
     }
@@ -260,6 +272,7 @@ int nb_cmd_bench(int argc, char **argv) {
     nb_tape_free(tape);
     nb_free(times);
     nb_free(mom);
+    nb_free(qmom);
     nb_free(labels);
     nb_tensor_free(x);
     nb_model_free(m);

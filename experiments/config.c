@@ -146,10 +146,11 @@ static nb_status apply_rules(const char *src, const char *path, const nb_cfg_key
             const char *name = f->string;
             if (!strcmp(name, "weight_bits") || !strcmp(name, "act_bits") || !strcmp(name, "group_size")) {
                 const int group = !strcmp(name, "group_size");
-                const double lo = group ? 1 : 2, hi = group ? 1 << 20 : 8;
+                const int wbits = !strcmp(name, "weight_bits"); /* 1 bit: adq codebooks */
+                const double lo = group || wbits ? 1 : 2, hi = group ? 1 << 20 : 8;
                 if (!cJSON_IsNumber(f) || f->valuedouble != floor(f->valuedouble) || f->valuedouble < lo ||
                     f->valuedouble > hi)
-                    return bad_value(src, fp, group ? "an integer >= 1" : "an integer in [2, 8]", f, NULL);
+                    return bad_value(src, fp, group ? "an integer >= 1" : wbits ? "an integer in [1, 8]" : "an integer in [2, 8]", f, NULL);
                 int *dst = group ? &r->group_size : !strcmp(name, "weight_bits") ? &r->weight_bits : &r->act_bits;
                 *dst = (int)f->valuedouble;
                 continue;

@@ -14,9 +14,10 @@ static const char *const optimizers[] = {"sgd", "adamw", NULL};
 static const char *const schedules[] = {"constant", "step", "multistep", "cosine", "onecycle", NULL};
 static const char *const shortcuts[] = {"A", "B", NULL};
 static const char *const stems[] = {"auto", "imagenet", "cifar", NULL};
-const char *const nb_cfg_weight_methods[] = {"none", "uniform", "binary", "ternary", "lsq", NULL};
+const char *const nb_cfg_weight_methods[] = {"none", "uniform", "binary", "ternary", "lsq", "adq", NULL};
 const char *const nb_cfg_act_methods[] = {"none", "uniform", "lsq", "lsq+", "pact", NULL};
 static const char *const lsq_grad_n[] = {"example", "batch", "none", NULL};
+static const char *const adq_inits[] = {"quantile", "uniform", "kmeans", NULL};
 const char *const nb_cfg_granularities[] = {"tensor", "channel", "group", NULL};
 static const char *const observers[] = {"minmax", "ema", "percentile", "mse", "kl", NULL};
 
@@ -106,7 +107,7 @@ const nb_cfg_key nb_cfg_keys[] = {
     OBJ("quant"),
     OBJ("quant.weights"),
     {KEY("quant.weights.method", ENUM, quant.weights.method), .names = nb_cfg_weight_methods, .sdef = "none"},
-    {KEY("quant.weights.bits", INT, quant.weights.bits), IN_CLOSED(2, 8), .def = 8},
+    {KEY("quant.weights.bits", INT, quant.weights.bits), IN_CLOSED(1, 8), .def = 8},
     {KEY("quant.weights.granularity", ENUM, quant.weights.granularity), .names = nb_cfg_granularities, .sdef = "channel"},
     {KEY("quant.weights.group_size", INT, quant.weights.group_size), GE(1), .def = 64},
     {KEY("quant.weights.symmetric", BOOL, quant.weights.symmetric), .def = 1},
@@ -134,6 +135,15 @@ const nb_cfg_key nb_cfg_keys[] = {
     OBJ("quant.lsq"),
     {KEY("quant.lsq.grad_scale", ENUM, quant.lsq_grad_n), .names = lsq_grad_n, .sdef = "example"},
     {KEY("quant.lsq.min_step", FLOAT, quant.min_step), GT(0), .def = 1e-8},
+    OBJ("quant.adq"),
+    {KEY("quant.adq.init", ENUM, quant.adq.init), .names = adq_inits, .sdef = "quantile"},
+    {KEY("quant.adq.kmeans_iters", INT, quant.adq.kmeans_iters), GE(1), .def = 20},
+    {KEY("quant.adq.ema", BOOL, quant.adq.ema), .def = 1},
+    {KEY("quant.adq.ema_decay", FLOAT, quant.adq.ema_decay), IN_HALF(0, 1), .def = 0.99},
+    {KEY("quant.adq.ema_period", INT, quant.adq.ema_period), GE(1), .def = 1},
+    {KEY("quant.adq.ema_warmup", INT, quant.adq.ema_warmup), GE(0), .def = 0},
+    {KEY("quant.adq.ste_mask", BOOL, quant.adq.ste_mask), .def = 0},
+    {KEY("quant.adq.learn_scale", BOOL, quant.adq.learn_scale), .def = 0},
 
     OBJ("output"),
     {KEY("output.dir", STRING, output.dir), .sdef = ""}, /* "" = runs/<name> */

@@ -170,7 +170,7 @@ static nb_status setup(run *r, const nb_train_opts *o) {
             (st = nb_checkpoint_load_model(c->init.checkpoint, r->m, c->init.strict)) != NB_OK)
             return st;
         if (!c->init.checkpoint[0] && nb_quant_learned(r->m))
-            nb_log(NB_LOG_WARN, "%s: learned quantizers (lsq, lsq+, pact) start from a trained FP32 model in "
+            nb_log(NB_LOG_WARN, "%s: learned quantizers (lsq, lsq+, pact, adq) start from a trained FP32 model in "
                    "the LSQ recipe, but init.checkpoint is empty: training from random weights (set "
                    "init.checkpoint to an FP32 checkpoint)", c->source[0] ? c->source : c->name);
         /* Quantizers start from scales calibrated on the (initial) model. */

@@ -18,13 +18,15 @@ typedef struct {
     nb_status calib_st;          /* first observer failure while calibrating */
     char calib_msg[512];
     int grad_n;                  /* policy.lsq_grad_n as an index of grad_n_names */
+    nb_cb_init cb_init;          /* policy.adq.init */
 } qstate;
 
 /* quant.lsq.grad_scale: N in g = 1/sqrt(N·Qp) for activations */
 enum { GRAD_N_EXAMPLE = 0, GRAD_N_BATCH, GRAD_N_NONE, GRAD_N_COUNT };
 static const char *const grad_n_names[GRAD_N_COUNT] = {"example", "batch", "none"};
 
-static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary", "lsq", "lsq+", "pact"};
+static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary", "lsq", "lsq+", "pact", "adq"};
+static const char *const cb_init_names[NB_CB_INIT_COUNT] = {"quantile", "uniform", "kmeans"};
 static const char *const gran_names[NB_QG_COUNT] = {"tensor", "channel", "group"};
 
 const char *nb_qmethod_name(nb_qmethod m) { return (unsigned)m < NB_QM_COUNT ? method_names[m] : NULL; }
@@ -59,6 +61,11 @@ void nb_quant_policy_default(nb_quant_policy *p) {
     p->lr_scale = 1.0f;
     strcpy(p->lsq_grad_n, "example");
     p->min_step = 1e-8f;
+    strcpy(p->adq.init, "quantile");
+    p->adq.kmeans_iters = 20;
+    p->adq.ema = 1;
+    p->adq.ema_decay = 0.99f;
+    p->adq.ema_period = 1;
 }
 
 int nb_quant_enabled(const nb_quant_policy *p) {
@@ -95,6 +102,18 @@ static int rule_matches(const nb_qrule *r, const char *name) {
 }
 
 static nb_status check_side(const side_cfg *c, const char *layer, const char *side) {
+    if (c->method == NB_QM_ADQ) {
+        if (strcmp(side, "weight") != 0)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s input: method \"adq\" is for weights only (activations: "
+                                "\"lsq\" or \"n2uq\")", layer);
+        if (c->bits < 1 || c->bits > 8)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s weight: method \"adq\" needs 1..8 bits, got %d", layer,
+                                c->bits);
+        if (c->gran == NB_QG_GROUP)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s weight: method \"adq\" has one codebook per layer "
+                                "(granularity \"tensor\") or per output channel (\"channel\"), not per group", layer);
+        return NB_OK;
+    }
     if ((c->method == NB_QM_UNIFORM || nb_qmethod_learned(c->method)) && (c->bits < 2 || c->bits > 8))
         return nb_set_error(NB_STATUS_BAD_INPUT,
                             "quant: %s %s: method \"%s\" needs 2..8 bits, got %d (1 bit: method "
@@ -133,10 +152,12 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
     if (st != NB_OK) return st;
     const int fixed = mod->role == NB_ROLE_FIRST ? p->first_bits : mod->role == NB_ROLE_LAST ? p->last_bits : 0;
     if (fixed > 0) {
-        /* LSQ practice: the first and last layers stay at 8 bits (binary and
-         * ternary become uniform there; learned methods stay learned). */
+        /* LSQ practice: the first and last layers stay at 8 bits (binary,
+         * ternary and codebook weights become uniform there; learned
+         * methods stay learned). */
         if (w->method != NB_QM_NONE) {
-            if (w->method == NB_QM_BINARY || w->method == NB_QM_TERNARY) w->method = NB_QM_UNIFORM;
+            if (w->method == NB_QM_BINARY || w->method == NB_QM_TERNARY || w->method == NB_QM_ADQ)
+                w->method = NB_QM_UNIFORM;
             w->bits = fixed;
         }
         if (a->method != NB_QM_NONE) a->bits = fixed;
@@ -235,9 +256,56 @@ static void learned_act_init(nb_quantizer *q, const float *x, size_t n) {
     q->ready[0] = 1.0f;
 }
 
+/* ADQ: codebooks from the weights (per layer or per output channel) per
+ * quant.adq.init, and EMA statistics that start at them. */
+static nb_status adq_init(nb_quantizer *q, const float *w) {
+    const qstate *qs = owner_state(q);
+    const int nc = q->ncodes;
+    double cnt[256], sum[256];
+    for (int r = 0; r < q->L.rows; r++) {
+        const float *wr = w + (size_t)r * q->L.K;
+        float *c = q->codebook + (size_t)r * nc;
+        nb_status st = nb_cb_init_codes(&q->cb, qs->cb_init, qs->policy.adq.kmeans_iters, wr, q->L.K, c);
+        if (st != NB_OK) {
+            for (int k = 0; k < nc; k++) c[k] = NAN; /* the NaN guard reports it when training */
+            return nb_set_error(st, "%s: %s", q->name, nb_last_error());
+        }
+        nb_cb_stats(c, nc, wr, q->L.K, 1.0f, cnt, sum);
+        nb_cb_ema_start(&q->cb, c, q->ema_count + (size_t)r * nc, q->ema_sum + (size_t)r * nc, cnt);
+    }
+    q->scale[0] = 1.0f;
+    q->ema_step[0] = 0.0f;
+    q->ready[0] = 1.0f;
+    return NB_OK;
+}
+
+/* ADQ after an optimizer step: the EMA update of every codebook from the
+ * new weights, every ema_period steps after ema_warmup. */
+static void adq_after_step(nb_quantizer *q, const nb_adq_opts *o) {
+    if (!o->ema || q->ready[0] == 0.0f) return;
+    const long step = (long)(q->ema_step[0] += 1.0f);
+    if (step <= o->ema_warmup || (step - o->ema_warmup) % o->ema_period != 0) return;
+    const float *w = nb_module_weight(q->mod)->data;
+    const int nc = q->ncodes;
+    const float inv = 1.0f / q->scale[0];
+    double cnt[256], sum[256];
+    for (int r = 0; r < q->L.rows; r++) {
+        float *c = q->codebook + (size_t)r * nc;
+        nb_cb_stats(c, nc, w + (size_t)r * q->L.K, q->L.K, inv, cnt, sum);
+        nb_cb_ema(&q->cb, c, q->ema_count + (size_t)r * nc, q->ema_sum + (size_t)r * nc, cnt, sum, o->ema_decay,
+                  1e-6f);
+    }
+}
+
 static nb_tensor *weight_hook(void *state, nb_tape *t, nb_tensor *w, nb_pass pass) {
     nb_quantizer *q = state;
     if (pass == NB_PASS_PROBE || pass == NB_PASS_CALIBRATE || q->method == NB_QM_NONE) return w;
+    if (q->method == NB_QM_ADQ) {
+        if (q->ready[0] == 0.0f) adq_init(q, w->data);
+        const nb_cb_args a = {q->L.rows, q->L.K, q->ncodes, q->codebook, q->step,
+                              owner_state(q)->policy.adq.ste_mask, q->grad_scale};
+        return nb_codebook(t, w, &a);
+    }
     if (q->method == NB_QM_BINARY || q->method == NB_QM_TERNARY) {
         q->ready[0] = 1.0f;
         return nb_binary_ternary(t, w, q->L.rows, q->method == NB_QM_TERNARY, q->scale);
@@ -338,6 +406,29 @@ static void qstate_free(void *owner) {
     nb_free(qs);
 }
 
+/* A loaded codebook: finite, each side ascending, the zero code 0, the
+ * EMA counts finite and >= 0, the step count a whole number. */
+static nb_status adq_check(const nb_quantizer *q) {
+    const int nc = q->ncodes, z = nb_cb_zero_index(&q->cb);
+    for (int r = 0; r < q->L.rows; r++) {
+        const float *c = q->codebook + (size_t)r * nc, *N = q->ema_count + (size_t)r * nc, *M = q->ema_sum + (size_t)r * nc;
+        for (int k = 0; k < nc; k++) {
+            const char *bad = !isfinite(c[k])                     ? "is not finite"
+                              : k > 0 && c[k] < c[k - 1]          ? "is below the code before it (codebooks are ascending)"
+                              : k == z && c[k] != 0.0f            ? "should be the exact zero"
+                              : !(N[k] >= 0.0f) || !isfinite(N[k]) || !isfinite(M[k]) ? "has invalid EMA statistics"
+                                                                  : NULL;
+            if (bad)
+                return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/codebook: code %d of row %d (%g) %s", q->name, k, r,
+                                    (double)c[k], bad);
+        }
+    }
+    if (!(q->ema_step[0] >= 0.0f) || q->ema_step[0] != floorf(q->ema_step[0]))
+        return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/ema_step = %g is not a step count", q->name,
+                            (double)q->ema_step[0]);
+    return NB_OK;
+}
+
 static nb_status after_load(void *owner) {
     qstate *qs = owner;
     for (int i = 0; i < qs->n; i++) {
@@ -350,6 +441,10 @@ static nb_status after_load(void *owner) {
                                 q->spec.bits);
         if (q->method == NB_QM_PACT)
             for (int k = 0; k < q->n_scales; k++) q->scale[k] = q->step->data[k] / (float)q->qmax;
+        if (q->method == NB_QM_ADQ && q->ready[0] != 0.0f) {
+            nb_status st = adq_check(q);
+            if (st != NB_OK) return st;
+        }
         for (int k = 0; k < q->n_scales && q->offset && q->ready[0] != 0.0f; k++)
             if (!isfinite(q->offset->data[k]))
                 return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/offset[%d] = %g is not finite", q->name, k,
@@ -373,6 +468,7 @@ static nb_status after_step(void *owner) {
     qstate *qs = owner;
     for (int i = 0; i < qs->n; i++) {
         nb_quantizer *q = &qs->q[i];
+        if (q->method == NB_QM_ADQ) adq_after_step(q, &qs->policy.adq);
         if (!q->step) continue;
         const int pact = q->method == NB_QM_PACT;
         const float floor = pact ? qs->policy.min_step * (float)q->qmax : qs->policy.min_step;
@@ -431,6 +527,11 @@ static void setup_quantizer(nb_quantizer *q, nb_module *mod, int is_weight, cons
     if (c->method == NB_QM_BINARY || c->method == NB_QM_TERNARY) {
         q->qmin = -1;
         q->qmax = 1;
+    } else if (c->method == NB_QM_ADQ) {
+        q->cb = (nb_cb_spec){c->bits, c->symmetric};
+        q->ncodes = nb_cb_ncodes(&q->cb);
+        q->qmin = 0; /* code indices */
+        q->qmax = q->ncodes - 1;
     } else {
         nb_qspec_range(&q->spec, &q->qmin, &q->qmax);
     }
@@ -447,6 +548,12 @@ static void setup_quantizer(nb_quantizer *q, nb_module *mod, int is_weight, cons
         if (q->gran == NB_QG_GROUP) G = (size_t)q->group_size < K ? (size_t)q->group_size : K;
         q->L = (nb_fq_layout){rows, K, G};
         q->n_scales = (int)nb_fq_layout_scales(&q->L);
+        if (q->method == NB_QM_ADQ) {
+            /* one global scale α; its gradient scale 1/sqrt(numel) [recon] */
+            q->n_scales = 1;
+            q->grad_scale = (float)(1.0 / sqrt((double)w->numel));
+            return;
+        }
         /* LSQ [paper]: g = 1/sqrt(N·Qp), N the weights sharing one step
          * (the layer's, or a channel's or group's for finer steps) */
         q->grad_scale = (float)(1.0 / sqrt((double)G * (double)(q->qmax > 0 ? q->qmax : 1)));
@@ -475,11 +582,18 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
                               p->rules[r].pattern, m->arch);
     if (st == NB_OK) {
         qs->q = nb_calloc((size_t)nq + 1, sizeof *qs->q);
-        qs->ext.entries = nb_calloc((size_t)nq * 5 + 1, sizeof(nb_entry));
+        qs->ext.entries = nb_calloc((size_t)nq * 8 + 1, sizeof(nb_entry));
         if (!qs->q || !qs->ext.entries) st = NB_STATUS_OOM;
     }
     if (st != NB_OK) goto fail;
     qs->policy = *p;
+    const int cbi = index_of(cb_init_names, NB_CB_INIT_COUNT, p->adq.init);
+    if (cbi < 0) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "quant.adq.init: unknown \"%s\" (\"quantile\", \"uniform\" or \"kmeans\")",
+                          p->adq.init);
+        goto fail;
+    }
+    qs->cb_init = (nb_cb_init)cbi;
     if ((qs->grad_n = index_of(grad_n_names, GRAD_N_COUNT, p->lsq_grad_n)) < 0) {
         st = nb_set_error(NB_STATUS_BAD_INPUT, "quant.lsq.grad_scale: unknown \"%s\" (\"example\", \"batch\" or \"none\")",
                           p->lsq_grad_n);
@@ -506,14 +620,22 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
             nb_quantizer *q = &qs->q[qs->n];
             first[qs->n++] = qs->ext.n_entries;
             setup_quantizer(q, mod, w, w ? &cw[i] : &ca[i], p);
-            const int lsq_scale = q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS;
-            nb_entry *e[5] = {add_entry(qs, q->name, "scale", q->n_scales, 0, lsq_scale ? NB_ENTRY_PARAM : NB_ENTRY_BUFFER),
+            const int lsq_scale = q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS ||
+                                  (q->method == NB_QM_ADQ && p->adq.learn_scale);
+            nb_entry *e[8] = {add_entry(qs, q->name, "scale", q->n_scales, 0, lsq_scale ? NB_ENTRY_PARAM : NB_ENTRY_BUFFER),
                               add_entry(qs, q->name, "zero_point", q->n_scales, 0, NB_ENTRY_BUFFER),
                               add_entry(qs, q->name, "qrange", 2, 0, NB_ENTRY_BUFFER),
                               add_entry(qs, q->name, "ready", 1, 1, NB_ENTRY_BUFFER), NULL};
             int ne = 4;
             if (q->method == NB_QM_LSQ_PLUS) e[ne++] = add_entry(qs, q->name, "offset", q->n_scales, 0, NB_ENTRY_PARAM);
             if (q->method == NB_QM_PACT) e[ne++] = add_entry(qs, q->name, "alpha", q->n_scales, 0, NB_ENTRY_PARAM);
+            if (q->method == NB_QM_ADQ) {
+                const int ncb = q->L.rows * q->ncodes;
+                e[ne++] = add_entry(qs, q->name, "codebook", ncb, 0, NB_ENTRY_BUFFER);
+                e[ne++] = add_entry(qs, q->name, "ema_count", ncb, 0, NB_ENTRY_BUFFER);
+                e[ne++] = add_entry(qs, q->name, "ema_sum", ncb, 0, NB_ENTRY_BUFFER);
+                e[ne++] = add_entry(qs, q->name, "ema_step", 1, 1, NB_ENTRY_BUFFER);
+            }
             for (int k = 0; k < ne; k++) {
                 if (!e[k]) {
                     nb_free(first);
@@ -561,6 +683,13 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
         if (q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS) q->step = e[0].t;
         if (q->method == NB_QM_LSQ_PLUS) q->offset = e[4].t;
         if (q->method == NB_QM_PACT) q->step = e[4].t;
+        if (q->method == NB_QM_ADQ) {
+            if (p->adq.learn_scale) q->step = e[0].t;
+            q->codebook = e[4].t->data;
+            q->ema_count = e[5].t->data;
+            q->ema_sum = e[6].t->data;
+            q->ema_step = e[7].t->data;
+        }
         for (int k = 0; k < q->n_scales; k++) q->scale[k] = 1.0f;
         if (q->method == NB_QM_PACT)
             for (int k = 0; k < q->n_scales; k++) q->step->data[k] = (float)q->qmax;
@@ -625,6 +754,11 @@ nb_status nb_quant_calibrate_finish(nb_model *m) {
                                         q->is_weight ? "weights" : "activations");
             continue;
         }
+        if (q->method == NB_QM_ADQ) {
+            nb_status st = adq_init(q, nb_module_weight(q->mod)->data); /* [paper]: from the FP32 weights */
+            if (st != NB_OK) return nb_set_error(st, "calibration: %s", nb_last_error());
+            continue;
+        }
         if (q->is_weight) {
             if (q->method == NB_QM_UNIFORM) weight_params(q, nb_module_weight(q->mod)->data);
             if (q->method == NB_QM_UNIFORM && !isfinite(q->scale[0]))
@@ -663,7 +797,7 @@ int nb_quant_needs_observers(const nb_model *m) {
 int nb_quant_learned(const nb_model *m) {
     const qstate *qs = state_of(m);
     for (int i = 0; qs && i < qs->n; i++)
-        if (nb_qmethod_learned(qs->q[i].method)) return 1;
+        if (nb_qmethod_learned(qs->q[i].method) || qs->q[i].method == NB_QM_ADQ) return 1;
     return 0;
 }
 
@@ -700,7 +834,10 @@ double nb_quant_model_bytes(const nb_model *m, double *fp32) {
         if (!q || q->method == NB_QM_NONE) continue;
         const size_t n = nb_module_weight_numel(mod);
         /* codes at their width, a float scale each (and a zero point when asymmetric) */
-        quantized += (double)n * stored_bits(q) / 8.0 + 4.0 * q->n_scales * (q->spec.symmetric ? 1 : 2);
+        if (q->method == NB_QM_ADQ) /* indices at their width, the codebooks and α as floats */
+            quantized += (double)n * stored_bits(q) / 8.0 + 4.0 * ((double)q->L.rows * q->ncodes + 1);
+        else
+            quantized += (double)n * stored_bits(q) / 8.0 + 4.0 * q->n_scales * (q->spec.symmetric ? 1 : 2);
         quantized_numel += n;
     }
     const double all_fp = 4.0 * (double)m->n_param_floats;
@@ -764,6 +901,20 @@ void nb_quant_summary(const nb_model *m) {
         const size_t n = nb_module_weight_numel(mod);
         const double bytes = (double)n * stored_bits(qw) / 8.0;
         nb_log(NB_LOG_INFO, "%-24s %-24s %-18s %9zu %10.0f  %s", mod->name, w, a, n, bytes, sc);
+    }
+    for (int i = 0; i < qs->n; i++) {
+        const nb_quantizer *q = &qs->q[i];
+        if (q->method != NB_QM_ADQ || q->ready[0] == 0.0f) continue;
+        char buf[2048];
+        size_t len = 0;
+        const int show = q->ncodes <= 16 ? q->ncodes : 0;
+        for (int k = 0; k < show && len < sizeof buf - 32; k++)
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%.4g", k ? " " : "", (double)q->codebook[k]);
+        if (!show)
+            snprintf(buf, sizeof buf, "%d codes in [%.4g, %.4g]", q->ncodes, (double)q->codebook[0],
+                     (double)q->codebook[q->ncodes - 1]);
+        nb_log(NB_LOG_INFO, "codebook %s%s: %s (EMA steps %.0f%s)", q->name, q->L.rows > 1 ? " row 0" : "", buf,
+               (double)q->ema_step[0], q->L.rows > 1 ? "; one codebook per output channel" : "");
     }
     double fp32 = 0.0;
     const double q = nb_quant_model_bytes(m, &fp32);

@@ -156,6 +156,60 @@ void nb_lsq_backward(const nb_lsq_args *a, const float *x, const float *dy, floa
  * require them). The parameters must stay unchanged until backward. */
 nb_tensor *nb_lsq(nb_tape *t, nb_tensor *x, const nb_lsq_args *a);
 
+/* Codebook (non-uniform) weight quantizers, ADQ (ALGORITHMS.md §5; the
+ * layout, initialisation, tie rule and EMA update are described in
+ * quant/codebook.c). */
+typedef struct {
+    int bits;       /* 1..8 */
+    int symmetric;  /* {0, ±c_1..±c_m}, m = 2^(b-1) - 1 ({±c_1} at 1 bit); else 2^b codes with an exact zero */
+} nb_cb_spec;
+
+typedef enum {
+    NB_CB_INIT_QUANTILE = 0, /* c_j = quantile((j - 1/2) / m) of the side's magnitudes [paper] */
+    NB_CB_INIT_UNIFORM,      /* c_j = j·max / m */
+    NB_CB_INIT_KMEANS,       /* Lloyd iterations from the quantiles */
+    NB_CB_INIT_COUNT
+} nb_cb_init;
+
+/* Codes per codebook; the index of the exact zero (-1 when none). */
+int nb_cb_ncodes(const nb_cb_spec *s);
+int nb_cb_zero_index(const nb_cb_spec *s);
+/* The ascending codebook (nb_cb_ncodes floats) for the n values w.
+ * NB_STATUS_NUMERIC names a non-finite weight; kmeans_iters bounds Lloyd. */
+nb_status nb_cb_init_codes(const nb_cb_spec *s, nb_cb_init how, int kmeans_iters, const float *w, size_t n,
+                           float *codes);
+/* The ncodes - 1 midpoints of a sorted codebook, in double (exact). */
+void nb_cb_midpoints(const float *codes, int ncodes, double *mid);
+/* The index of the code nearest v (ties: toward zero, see codebook.c). */
+int nb_cb_assign(const double *mid, int ncodes, float v);
+/* Per code: count and sum of the values w·inv_alpha assigned to it. */
+void nb_cb_stats(const float *codes, int ncodes, const float *w, size_t n, float inv_alpha, double *cnt,
+                 double *sum);
+/* One EMA update of the codebook and its statistics N, M from this step's
+ * counts and sums (γ = gamma; γ = 0, eps = 0 is a Lloyd step). */
+void nb_cb_ema(const nb_cb_spec *s, float *codes, float *N, float *M, const double *cnt, const double *sum,
+               float gamma, float eps);
+/* EMA statistics for a fresh codebook: N_k = n_k, M_k = c_k·n_k (pooled
+ * over ±c for a symmetric one), so the codes start where they are. */
+void nb_cb_ema_start(const nb_cb_spec *s, const float *codes, float *N, float *M, const double *cnt);
+
+/* The codebook op: w viewed as (rows, K), row r quantized with codebook r. */
+typedef struct {
+    int rows;
+    size_t K;
+    int ncodes;
+    const float *codes;  /* rows·ncodes, each row ascending; must stay unchanged until backward */
+    nb_tensor *alpha;    /* learned global scale (1 element), or NULL for α = 1 */
+    int ste_mask;        /* zero dw outside [c_0 - δ_0, c_last + δ_1] */
+    float grad_scale;    /* g multiplying dα */
+} nb_cb_args;
+
+void nb_cb_forward(const nb_cb_args *a, const float *w, float *y);
+/* dw (+)= dy·inside (dw may be dy itself with fresh), dalpha[0] += g·Σ term
+ * (dw and dalpha may be NULL). */
+void nb_cb_backward(const nb_cb_args *a, const float *w, const float *dy, float *dw, int fresh, float *dalpha);
+nb_tensor *nb_codebook(nb_tape *t, nb_tensor *w, const nb_cb_args *a);
+
 /* quant/'s op table (for the test that walks every table): *n entries. */
 const nb_op_def *nb_quant_ops(int *n);
 
@@ -167,8 +221,8 @@ const nb_op_def *nb_quant_ops(int *n);
 /* Quantizer settings for one side (weights or activations). Names are the
  * config's strings (docs/configs.md). */
 typedef struct {
-    char method[NB_QNAME];      /* "none" | "uniform" | "binary" | "ternary" (weights) */
-    int bits;                   /* 2..8 for uniform */
+    char method[NB_QNAME];      /* "none" | "uniform" | "binary" | "ternary" | "lsq" | "adq" (weights) */
+    int bits;                   /* 2..8 for uniform and learned methods, 1..8 for adq */
     char granularity[NB_QNAME]; /* weights: "tensor" | "channel" | "group" */
     int group_size;             /* "group": elements per group (e.g. 32, 64, 128) */
     int symmetric;              /* zero point 0 (signed, or unsigned after a ReLU) */
@@ -185,6 +239,21 @@ typedef struct {
     int group_size;
 } nb_qrule;
 
+/* ADQ codebook weights (quant.adq.* in the config; ALGORITHMS.md §5). The
+ * codebook's side (symmetric with zero or asymmetric) is quant.weights.
+ * symmetric, its granularity quant.weights.granularity ("tensor": one per
+ * layer, "channel": one per output channel). */
+typedef struct {
+    char init[NB_QNAME];  /* "quantile" | "uniform" | "kmeans" */
+    int kmeans_iters;     /* Lloyd iterations at most (kmeans) */
+    int ema;              /* EMA adaptation after optimizer steps */
+    float ema_decay;      /* γ */
+    int ema_period;       /* update every this many steps ... */
+    int ema_warmup;       /* ... after this many steps without */
+    int ste_mask;         /* zero the weight gradient beyond the codebook's ends */
+    int learn_scale;      /* a learned global scale α (ŵ = α·c) */
+} nb_adq_opts;
+
 typedef struct {
     nb_qside weights, activations;
     int first_bits, last_bits;  /* the first conv / the classifier (weights and input); 0 = as the rest */
@@ -198,6 +267,7 @@ typedef struct {
     char lsq_grad_n[NB_QNAME];  /* LSQ activations' N in g = 1/sqrt(N·Qp): "example" (features per
                                    example, the paper), "batch" (all elements), "none" (g = 1) */
     float min_step;             /* learned step sizes are kept >= this after every step */
+    nb_adq_opts adq;            /* codebook weights (method "adq") */
 } nb_quant_policy;
 
 /* Defaults: methods "none" (no quantization), 8 bits, per-channel symmetric
@@ -217,6 +287,7 @@ typedef enum {
     NB_QM_LSQ,       /* learned step size (weights and activations) */
     NB_QM_LSQ_PLUS,  /* learned step size and offset (activations) */
     NB_QM_PACT,      /* learned clipping level (activations) */
+    NB_QM_ADQ,       /* codebook weights with EMA adaptation */
     NB_QM_COUNT
 } nb_qmethod;
 
@@ -255,9 +326,16 @@ typedef struct nb_quantizer {
      * LSQ+, "offset" for LSQ+, "alpha" for PACT, whose "scale" is α / qmax) */
     nb_tensor *step, *offset;
     float grad_scale;       /* weights: 1/sqrt(N·Qp), N the weights per step size */
+    /* adq: L.rows codebooks of ncodes (qrange holds [0, ncodes - 1]) and
+     * their EMA statistics, entries "codebook", "ema_count", "ema_sum",
+     * "ema_step" (optimizer steps seen); step is "scale" (α) when learned */
+    nb_cb_spec cb;
+    int ncodes;
+    float *codebook, *ema_count, *ema_sum, *ema_step;
 } nb_quantizer;
 
-/* Whether method m trains its quantizer parameters (lsq, lsq+, pact). */
+/* Whether method m trains its quantizer parameters (lsq, lsq+, pact; adq's
+ * optional global scale is not counted here). */
 int nb_qmethod_learned(nb_qmethod m);
 
 /* Wrap every conv/linear module of m per p (weights through weight_hook,
@@ -276,7 +354,8 @@ nb_status nb_quant_calibrate_finish(nb_model *m);
 /* Whether some activation quantizer needs calibration batches beyond the
  * first (observers); learned quantizers start from one batch. */
 int nb_quant_needs_observers(const nb_model *m);
-/* Whether some quantizer of m is learned (lsq, lsq+, pact). */
+/* Whether some quantizer of m learns from the training run (lsq, lsq+, pact,
+ * adq): such runs should start from a trained FP32 checkpoint. */
 int nb_quant_learned(const nb_model *m);
 /* Whether every quantizer has valid scales. */
 int nb_quant_ready(const nb_model *m);

@@ -311,9 +311,9 @@ START_TEST(test_quant_keys) {
     parse_err(WITH_QUANT("{\"bits\": 4}"), NULL, 0, NB_STATUS_BAD_INPUT, "t.json: quant.bits: unknown key");
     parse_err(WITH_QUANT("4"), NULL, 0, NB_STATUS_BAD_INPUT, "t.json: quant: expected an object, got 4");
     parse_err(WITH_QUANT("{\"weights\": {\"bits\": 9}}"), NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant.weights.bits: expected an integer in [2, 8], got 9");
+              "t.json: quant.weights.bits: expected an integer in [1, 8], got 9");
     parse_err(WITH_QUANT("{\"weights\": {\"method\": \"unifrom\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant.weights.method: expected one of \"none\", \"uniform\", \"binary\", \"ternary\", \"lsq\", got "
+              "t.json: quant.weights.method: expected one of \"none\", \"uniform\", \"binary\", \"ternary\", \"lsq\", \"adq\", got "
               "\"unifrom\" (did you mean \"uniform\"?)");
     parse_err(WITH_QUANT("{\"activations\": {\"method\": \"binary\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.activations.method: expected one of \"none\", \"uniform\", \"lsq\", \"lsq+\", \"pact\", got \"binary\"");
@@ -321,14 +321,14 @@ START_TEST(test_quant_keys) {
               "t.json: quant.weights.observr: unknown key (did you mean \"observer\"?)");
     parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_bit\": 2}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.layers.\"fc\".weight_bit: unknown key (did you mean \"weight_bits\"?)");
-    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_bits\": 1}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant.layers.\"fc\".weight_bits: expected an integer in [2, 8], got 1");
+    parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"act_bits\": 1}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.layers.\"fc\".act_bits: expected an integer in [2, 8], got 1");
     parse_err(WITH_QUANT("{\"layers\": {\"fc\": 2}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.layers.\"fc\": expected an object with weight_bits, act_bits, weight_method, "
               "act_method, weight_granularity or group_size, got 2");
     parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_method\": \"pact\"}}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.layers.\"fc\".weight_method: expected one of \"none\", \"uniform\", \"binary\", "
-              "\"ternary\", \"lsq\", got \"pact\"");
+              "\"ternary\", \"lsq\", \"adq\", got \"pact\"");
     parse_err(WITH_QUANT("{\"lsq\": {\"grad_scale\": \"exmaple\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.lsq.grad_scale: expected one of \"example\", \"batch\", \"none\", got \"exmaple\" "
               "(did you mean \"example\"?)");

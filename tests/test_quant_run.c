@@ -49,6 +49,14 @@ static const char *lsq_sets[] = {"quant.weights.method=\"lsq\"", "quant.weights.
                                  "quant.activations.method=\"lsq+\"", "quant.activations.bits=3",
                                  "quant.lr_scale=2", NULL};
 
+/* ADQ codebooks per output channel, asymmetric, with a learned global scale
+ * and EMA every 2 steps after 3 (all the codebook state), N2UQ-free */
+static const char *adq_sets[] = {"quant.weights.method=\"adq\"", "quant.weights.bits=2",
+                                 "quant.weights.symmetric=false", "quant.weights.granularity=\"channel\"",
+                                 "quant.adq.learn_scale=true", "quant.adq.ema_period=2", "quant.adq.ema_warmup=3",
+                                 "quant.adq.init=\"kmeans\"", "quant.activations.method=\"lsq\"",
+                                 "quant.activations.bits=3", NULL};
+
 /* Trains the tiny config with the sets qs (NULL-terminated) into tmp/dir. */
 static nb_status run_quant(const char *dir, const char *const *qs, const char *extra, long stop_after, int resume) {
     nb_config c;
@@ -118,6 +126,19 @@ START_TEST(test_qat_resume_exact) { check_resume(qat_sets, "qat_full", "qat_cut"
 END_TEST
 
 START_TEST(test_lsq_resume_exact) { check_resume(lsq_sets, "lsq_full", "lsq_cut"); }
+END_TEST
+
+START_TEST(test_adq_resume_exact) {
+    check_resume(adq_sets, "adq_full", "adq_cut");
+    /* the codebooks moved (EMA ran) and the same seed gives the same run */
+    size_t na, nb;
+    run_qat("adq_again", adq_sets, 0, 0);
+    float *a = state_of("adq_full", &na), *b = state_of("adq_again", &nb);
+    ck_assert_int_eq(na, nb);
+    ck_assert(!memcmp(a, b, sizeof(float) * na));
+    free(a);
+    free(b);
+}
 END_TEST
 
 /* A step size driven to Inf or NaN (its learning rate overflows: 10 x 3e38)
@@ -223,7 +244,7 @@ START_TEST(test_ptq_bad_input) {
         {"--set init.checkpoint=CORRUPT", "corrupt.h5"},
         {"--set init.checkpoint=OTHERARCH", "HINT: the checkpoint holds a smallcnn, the model is a resnet20"},
         {"--set init.checkpoint=OTHERARCH --set quant.layers={\"layer9.*\":{\"weight_bits\":2}}", ""},
-        {"--set quant.weights.bits=12", "quant.weights.bits: expected an integer in [2, 8], got 12"},
+        {"--set quant.weights.bits=12", "quant.weights.bits: expected an integer in [1, 8], got 12"},
         {"--set quant.weights.methd=\"uniform\"", "quant.weights.methd: unknown key (did you mean \"method\"?)"},
         {"--set quant.weights.method=\"none\" --set init.checkpoint=X", "quant: nothing to quantize"},
     };
@@ -274,7 +295,7 @@ START_TEST(test_ptq_bad_input) {
                                              "\"bits\": 4}}, \"train\": {\"epochs\": 1}, \"data\": {\"train_count\": 100}}");
     snprintf(args, sizeof args, "train %s --set output.dir=%s", lsq, tmp("lsq_noinit"));
     ck_assert_int_eq(cli(args, out, sizeof out), 0);
-    ck_assert_msg(strstr(out, "learned quantizers (lsq, lsq+, pact) start from a trained FP32 model") &&
+    ck_assert_msg(strstr(out, "learned quantizers (lsq, lsq+, pact, adq) start from a trained FP32 model") &&
                       strstr(out, "init.checkpoint is empty"), "%s", out);
     snprintf(args, sizeof args, "train %s --set init.checkpoint=%s --set output.dir=%s", lsq, fp_ckpt, tmp("lsq_init"));
     ck_assert_int_eq(cli(args, out, sizeof out), 0);
@@ -288,6 +309,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_qat_resume_exact);
     tcase_add_test(tc, test_lsq_resume_exact);
+    tcase_add_test(tc, test_adq_resume_exact);
     tcase_add_test(tc, test_lsq_nan_guard);
     tcase_add_test(tc, test_ptq_cli);
     tcase_add_test(tc, test_ptq_bad_input);
