@@ -18,6 +18,7 @@ const char *const nb_cfg_weight_methods[] = {"none", "uniform", "binary", "terna
 const char *const nb_cfg_act_methods[] = {"none", "uniform", "lsq", "lsq+", "pact", NULL};
 static const char *const lsq_grad_n[] = {"example", "batch", "none", NULL};
 static const char *const adq_inits[] = {"quantile", "uniform", "kmeans", NULL};
+static const char *const sens_metrics[] = {"hessian", "fisher", "loss_delta", NULL};
 const char *const nb_cfg_granularities[] = {"tensor", "channel", "group", NULL};
 static const char *const observers[] = {"minmax", "ema", "percentile", "mse", "kl", NULL};
 
@@ -148,6 +149,12 @@ const nb_cfg_key nb_cfg_keys[] = {
     OBJ("output"),
     {KEY("output.dir", STRING, output.dir), .sdef = ""}, /* "" = runs/<name> */
     {KEY("output.steps_every", INT, output.steps_every), GE(0), .def = 0}, /* 0 = log_every */
+    OBJ("sensitivity"),
+    {KEY("sensitivity.metric", ENUM, sensitivity.metric), .names = sens_metrics, .sdef = "hessian"},
+    {KEY("sensitivity.batches", INT, sensitivity.batches), GE(1), .def = 4},
+    {KEY("sensitivity.batch_size", INT, sensitivity.batch_size), GE(1), .def = 128},
+    {KEY("sensitivity.samples", INT, sensitivity.samples), GE(1), .def = 32},
+    {KEY("sensitivity.fd_eps", FLOAT, sensitivity.fd_eps), GT(0), .def = 1e-3},
 };
 const int nb_cfg_n_keys = (int)(sizeof nb_cfg_keys / sizeof nb_cfg_keys[0]);
 

@@ -135,6 +135,14 @@ typedef struct {
     int steps_every;
 } nb_output_config;
 
+/* nibble sensitivity (docs/quantization.md, "Mixed precision"). */
+typedef struct {
+    char metric[16];            /* "hessian" | "fisher" | "loss_delta" */
+    int batches, batch_size;    /* training images (shuffled, not augmented) the metrics average over */
+    int samples;                /* hessian: Hutchinson samples */
+    float fd_eps;               /* hessian: finite-difference step relative to each layer's rms weight */
+} nb_sensitivity_config;
+
 typedef struct {
     char name[128];
     char source[NB_CFG_PATH_MAX]; /* the file it was loaded from ("" if none) */
@@ -146,6 +154,7 @@ typedef struct {
     nb_train_config train;
     nb_quant_policy quant;      /* methods "none": an FP32 run */
     nb_output_config output;
+    nb_sensitivity_config sensitivity;
 } nb_config;
 
 /* Defaults for every key (data.path, model.arch, train.epochs and

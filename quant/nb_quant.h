@@ -368,6 +368,35 @@ double nb_quant_model_bytes(const nb_model *m, double *fp32);
  * FP32 model, nb_model_summary. */
 void nb_quant_summary(const nb_model *m);
 
+/* ------------------------------------------------------------ sensitivity */
+
+/* out = Q_b(w) for one layer's weights (numel floats, oc output channels)
+ * under p's weight quantizer at b bits: "adq" codebooks per p->adq.init,
+ * p->weights.symmetric and the granularity ("channel": one per output
+ * channel, else one per layer); any other method the symmetric abs-max
+ * uniform grid. NB_STATUS_NUMERIC names a non-finite weight. */
+nb_status nb_quant_weight_q(const nb_quant_policy *p, const float *w, int oc, size_t numel, int bits, float *out);
+
+/* A slice [off, off + n) of a parameter vector (one layer's weights). */
+typedef struct {
+    size_t off, n;
+} nb_segment;
+
+/* The gradient of the loss at the current parameters into grad (the
+ * vector's full length). */
+typedef nb_status (*nb_grad_fn)(void *ctx, float *grad);
+/* Called after each Hutchinson sample (progress). */
+typedef void (*nb_sample_fn)(void *ctx, int done);
+
+/* Hutchinson traces of the Hessian blocks of the nseg segments of w
+ * (quant/sensitivity.c): `samples` Rademacher vectors from seed, each
+ * needing two gradients (gbuf and gbuf2: scratch of w's full length); the
+ * finite-difference step of segment l is fd_eps·rms(w_l). w is restored
+ * exactly. trace[l] gets the estimate (signed: callers take |.|). */
+nb_status nb_hutchinson_trace(float *w, const nb_segment *seg, int nseg, nb_grad_fn grad, void *ctx, int samples,
+                              float fd_eps, uint64_t seed, float *gbuf, float *gbuf2, double *trace,
+                              nb_sample_fn on_sample, void *sample_ctx);
+
 /* --------------------------------------------------------- batchnorm folding */
 
 /* ALGORITHMS.md §3: every conv with a linked batchnorm gets w' = w γ/√(σ²+ε)
