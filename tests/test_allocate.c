@@ -472,6 +472,215 @@ START_TEST(test_alloc_failure) {
 }
 END_TEST
 
+/* --------------------------------------------------------- nibble allocate */
+
+static char out[65536];
+
+static int run(const char *args) {
+    const char *cli = nb_test_cli();
+    ck_assert_msg(cli != NULL, "NB_CLI is not set to the nibble binary");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", cli, args);
+    return nb_test_sh(cmd, out, sizeof out);
+}
+
+/* TMP/name with text (TMP/cli/ made first); the path in a rotating buffer. */
+static const char *put(const char *name, const char *text) {
+    static char paths[4][1024];
+    static int next;
+    char *p = paths[next++ % 4];
+    snprintf(p, 1024, "%s/cli", nb_test_tmpdir());
+    mkdir(p, 0755);
+    snprintf(p, 1024, "%s/cli/%s", nb_test_tmpdir(), name);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static char *slurp(const char *path) {
+    static char buf[65536];
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* small_net as a sensitivity file: Ω_l(b) = (l + 1)·4^-b. */
+#define SENS_HEAD                                                                                               \
+    "{\"format\": \"nibble-sensitivity-1\", \"arch\": \"smallcnn\", \"config\": \"c.json\", \"checkpoint\": " \
+    "\"c.h5\", \"metric\": \"hessian\", \"trace\": [1.5, 2], \"candidates\": [2, 3, 4], "
+#define L_CONV1 "{\"name\": \"conv1\", \"params\": 432, \"role\": \"first\", \"omega\": [0.0625, 0.015625, 0.00390625]}"
+#define L_A(omega) "{\"name\": \"a\", \"params\": 1000, \"role\": \"hidden\", \"omega\": " omega ", \"x\": 0}"
+#define L_B "{\"name\": \"b\", \"params\": 1000, \"role\": \"hidden\", \"omega\": [0.1875, 0.046875, 0.01171875]}"
+#define L_FC "{\"name\": \"fc\", \"params\": 640, \"role\": \"last\", \"omega\": [0.25, 0.0625, 0.015625]}"
+#define OMEGA_A "[0.125, 0.03125, 0.0078125]"
+#define SENS_OK SENS_HEAD "\"layers\": [" L_CONV1 ", " L_A(OMEGA_A) ", " L_B ", " L_FC "]}"
+
+START_TEST(test_cli_allocate) {
+    const char *sens = put("sens.json", SENS_OK);
+    char args[4096], path[1100];
+    snprintf(path, sizeof path, "%s/cli/alloc.json", nb_test_tmpdir());
+    remove(path);
+    snprintf(args, sizeof args, "allocate %s --avg-bits 3", sens);
+    ck_assert_msg(run(args) == 0, "%s", out);
+    char row_a[128], row_conv1[128];
+    snprintf(row_a, sizeof row_a, "%-40s %-6s %10d %4d %14s\n", "a", "hidden", 1000, 3, "0.03125");
+    snprintf(row_conv1, sizeof row_conv1, "%-40s %-6s %10d %4d %14s\n", "conv1", "first", 432, 8, "-");
+    const char *lines[] = {row_a, row_conv1,
+                           "average: 3.0000 bits over 2000 counted parameters (budget 3)",
+                           "weights: 1822 bytes at these bits, 12288 bytes in FP32 (6.74x smaller; 3072 parameters)",
+                           "cost: 0.078125 (sum of omega over the allocated layers)",
+                           "convention: first/last layers fixed at 8 bits, excluded from the average",
+                           "method dp (table)"};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        ck_assert_msg(strstr(out, lines[i]) != NULL, "no \"%s\" in:\n%s", lines[i], out);
+    /* the bitmap, beside the sensitivity file by default */
+    const char *bm = slurp(path);
+    char src[1200];
+    snprintf(src, sizeof src, "\"source\":\t\"%s\"", sens);
+    const char *keys[] = {"\"format\":\t\"nibble-bitmap-1\"", src, "\"metric\":\t\"hessian\"", "\"method\":\t\"dp\"",
+                          "\"avg_bits_budget\":\t3,", "\"avg_bits\":\t3,", "\"weight_bytes\":\t1822,",
+                          "\"convention\":\t\"first/last layers fixed at 8 bits, excluded from the average\"",
+                          "\"conv1\":\t8,", "\"a\":\t3,", "\"b\":\t3,", "\"fc\":\t8\n"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        ck_assert_msg(strstr(bm, keys[i]) != NULL, "no %s in:\n%s", keys[i], bm);
+    /* a config reads it back */
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg, "{\"data\": {\"path\": \"synthetic:shapes10\"}, \"model\": {\"arch\": \"smallcnn\"}, "
+             "\"train\": {\"epochs\": 1, \"optimizer\": {\"lr\": 0.1}}, \"quant\": {\"weights\": {\"method\": "
+             "\"uniform\"}, \"bitmap\": \"%s\"}}", path);
+    nb_config c;
+    ck_assert_msg(nb_config_parse(cfg, "t.json", NULL, 0, &c) == NB_OK, "%s", nb_last_error());
+    ck_assert_int_eq(c.bitmap.n_rules, 4);
+    ck_assert(!strcmp(c.quant.rules[1].pattern, "a") && c.quant.rules[1].weight_bits == 3);
+
+    /* --candidates, -o */
+    const char *o2 = put("two.json", "");
+    snprintf(args, sizeof args, "allocate --candidates 4,2 %s --avg-bits 3 -o %s", sens, o2);
+    ck_assert_msg(run(args) == 0, "%s", out);
+    bm = slurp(o2);
+    ck_assert_msg(strstr(bm, "\"a\":\t2,") && strstr(bm, "\"b\":\t4,"), "%s", bm);
+    ck_assert_msg(strstr(out, "candidates 2 4,"), "%s", out);
+    /* --count-fixed: 8576 + 1000 (a + b) <= 5·3072 */
+    snprintf(args, sizeof args, "allocate %s --avg-bits 5 --count-fixed -o %s", sens, o2);
+    ck_assert_msg(run(args) == 0, "%s", out);
+    ck_assert_msg(strstr(slurp(o2), "\"convention\":\t\"first/last layers fixed at 8 bits, included in the average\""),
+                  "%s", slurp(o2));
+    ck_assert_msg(strstr(out, "over 3072 counted parameters"), "%s", out);
+    /* --fixed-bits 0: all four allocated; greedy */
+    snprintf(args, sizeof args, "allocate %s --avg-bits 2 --fixed-bits 0 --method greedy -o %s", sens, o2);
+    ck_assert_msg(run(args) == 0, "%s", out);
+    bm = slurp(o2);
+    ck_assert_msg(strstr(bm, "\"conv1\":\t2,") && strstr(bm, "\"method\":\t\"greedy\"") &&
+                      strstr(bm, "\"first/last layers allocated like the others\""), "%s", bm);
+    /* --fixed-bits 4 with exhaustive search */
+    snprintf(args, sizeof args, "allocate %s --avg-bits 4 --fixed-bits 4 --method exhaustive -o %s", sens, o2);
+    ck_assert_msg(run(args) == 0, "%s", out);
+    ck_assert_msg(strstr(slurp(o2), "\"fc\":\t4\n"), "%s", slurp(o2));
+
+    ck_assert_int_eq(run("allocate --help"), 0);
+    ck_assert(strstr(out, "--avg-bits") && strstr(out, "--count-fixed"));
+    ck_assert_int_eq(run("--help"), 0);
+    ck_assert(strstr(out, "allocate") != NULL);
+}
+END_TEST
+
+/* Bad input: exit 2, a message naming the file and the key or flag, and no
+ * bitmap written. */
+START_TEST(test_cli_allocate_errors) {
+    static const char *const cases[][3] = {
+        /* file text, extra flags, expected message (after "nibble allocate: PATH: ") */
+        {"{\"format\": \"nibble-sensitivity-1\", \"layers\": [", "", "invalid JSON at line 1, column 47"},
+        {SENS_HEAD "\"layers\": [" L_CONV1 ", " L_A("[0.125, NaN, 0.0078125]") "]}", "",
+         "invalid JSON at line 1, column 331 (NaN and Infinity are not JSON numbers)"},
+        {"{\"format\": \"nibble-sensitivity-1\", \"arch\": \"smallcnn\", \"config\": \"c.json\", \"checkpoint\": \"c.h5\", "
+         "\"candidates\": [2], \"layers\": []}", "", "metric: required key is missing (expected one of \"hessian\", "
+         "\"fisher\", \"loss_delta\")"},
+        {SENS_HEAD "\"layers\": [" L_A("[0.125, 0.03125, -0.5]") "]}", "",
+         "layers[0].omega[2]: expected a finite number >= 0, got -0.5"},
+        {SENS_HEAD "\"layers\": [" L_CONV1 ", " L_A("[0.125, 1e999, 0.0078125]") "]}", "",
+         "layers[1].omega[1]: expected a finite number >= 0, got a number beyond the range of a double"},
+        {SENS_HEAD "\"layers\": [" L_CONV1 ", " L_A("[0.125, null, 0.0078125]") "]}", "",
+         "layers[1].omega[1]: expected a finite number >= 0, got null"},
+        {SENS_HEAD "\"layers\": [" L_CONV1 ", " L_A("[0.125, 0.03125]") "]}", "",
+         "layers[1].omega: expected an array of 3 numbers, one per candidate, got [0.125,0.03125]"},
+        {SENS_HEAD "\"layers\": [" L_CONV1 ", " L_CONV1 "]}", "", "layers[1].name: \"conv1\" repeats layers[0]"},
+        {SENS_HEAD "\"layers\": [{\"name\": \"a\", \"params\": 0, \"role\": \"hidden\", \"omega\": [1, 1, 1]}]}", "",
+         "layers[0].params: expected an integer in [1, 2^50], got 0"},
+        {SENS_HEAD "\"layers\": [{\"name\": \"a\", \"params\": 9, \"role\": \"middle\", \"omega\": [1, 1, 1]}]}", "",
+         "layers[0].role: expected one of \"first\", \"last\", \"hidden\", got \"middle\""},
+        {SENS_HEAD "\"layers\": [{\"name\": \"a\", \"params\": 9, \"params\": 9, \"role\": \"hidden\", \"omega\": [1, 1, 1]}]}", "",
+         "layers[0].params: duplicate key"},
+        {SENS_HEAD "\"layers\": []}", "", "layers: expected a non-empty array of layers, got []"},
+        {"{\"format\": \"nibble-sensitivity-1\", \"arch\": \"smallcnn\", \"config\": \"c.json\", \"checkpoint\": \"c.h5\", "
+         "\"metric\": \"fisher\", \"candidates\": [3, 2], \"layers\": []}", "",
+         "candidates[1]: expected more than candidates[0] = 3 (ascending), got 2"},
+        {"{\"format\": \"nibble-sensitivity-1\", \"arch\": \"smallcnn\", \"config\": \"c.json\", \"checkpoint\": \"c.h5\", "
+         "\"metric\": \"fisher\", \"candidates\": [2, 9], \"layers\": []}", "",
+         "candidates[1]: expected an integer in [1, 8], got 9"},
+        {"{\"format\": \"nibble-bitmap-1\"}", "",
+         "format: expected \"nibble-sensitivity-1\" (a file `nibble sensitivity` writes), got \"nibble-bitmap-1\""},
+        {"[1]", "", "(top level): expected an object, got [1]"},
+        {SENS_OK, "--candidates 2,5", "--candidates: 5 bits is not among the candidates of PATH (2, 3, 4)"},
+        {SENS_OK, "--avg-bits 1.5",
+         "bit allocation: an average of 1.5 bits is infeasible: the smallest candidate (2 bits) on every allocated "
+         "layer gives 2.000000 (first/last layers fixed at 8 bits, excluded from the average)"},
+        {SENS_OK, "--avg-bits 3 --count-fixed",
+         "bit allocation: an average of 3 bits is infeasible: the smallest candidate (2 bits) on every allocated "
+         "layer gives 4.093750 (first/last layers fixed at 8 bits, included in the average)"},
+    };
+    char dst[1100], args[4096], want[4096];
+    snprintf(dst, sizeof dst, "%s/cli/never.json", nb_test_tmpdir());
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *sens = put("bad.json", cases[i][0]);
+        snprintf(args, sizeof args, "allocate %s %s %s -o %s", sens,
+                 strstr(cases[i][1], "--avg-bits") ? "" : "--avg-bits 3", cases[i][1], dst);
+        const int rc = run(args);
+        ck_assert_msg(rc == 2, "case %zu: exit %d: %s", i, rc, out);
+        const char *m = cases[i][2];
+        char msg[2048];
+        const char *at = strstr(m, "PATH");
+        if (at) snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - m), m, sens, at + 4);
+        else snprintf(msg, sizeof msg, "%s", m);
+        snprintf(want, sizeof want, "nibble allocate: %s%s%s\n", strncmp(m, "--", 2) ? sens : "",
+                 strncmp(m, "--", 2) ? ": " : "", msg);
+        ck_assert_msg(!strcmp(out, want), "case %zu:\n got: %s\nwant: %s", i, out, want);
+        ck_assert_msg(access(dst, F_OK) != 0, "case %zu wrote %s", i, dst);
+    }
+    /* usage errors */
+    const char *sens = put("ok.json", SENS_OK);
+    static const char *const usage[][2] = {
+        {"", "nibble allocate: --avg-bits is required (e.g. --avg-bits 2.81)"},
+        {"--avg-bits abc", "nibble allocate: --avg-bits expects a number > 0, got 'abc'"},
+        {"--avg-bits -2", "nibble allocate: --avg-bits expects a number > 0, got '-2'"},
+        {"--avg-bits 3 --method knapsack", "nibble allocate: --method expects dp, greedy or exhaustive, got 'knapsack'"},
+        {"--avg-bits 3 --fixed-bits 9", "nibble allocate: --fixed-bits expects an integer in 0..8, got '9'"},
+        {"--avg-bits 3 --candidates 2,,3", "nibble allocate: --candidates expects distinct widths in 1..8"},
+        {"--avg-bits 3 --candidates 2,2", "nibble allocate: --candidates expects distinct widths in 1..8"},
+        {"--avg-bits 3 --bogus", "nibble allocate: unknown or incomplete option '--bogus'"},
+    };
+    for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
+        snprintf(args, sizeof args, "allocate %s %s -o %s", sens, usage[i][0], dst);
+        ck_assert_int_eq(run(args), 2);
+        ck_assert_msg(strstr(out, usage[i][1]) != NULL, "case %zu: %s", i, out);
+        ck_assert(access(dst, F_OK) != 0);
+    }
+    ck_assert_int_eq(run("allocate --avg-bits 3"), 2);
+    ck_assert(strstr(out, "expected one SENSITIVITY.json") != NULL);
+    snprintf(args, sizeof args, "allocate %s/cli/absent.json --avg-bits 3", nb_test_tmpdir());
+    ck_assert_int_eq(run(args), 2);
+    ck_assert_msg(strstr(out, "absent.json: No such file or directory") != NULL, "%s", out);
+    /* an output directory that does not exist: an I/O error, nothing left behind */
+    snprintf(args, sizeof args, "allocate %s --avg-bits 3 -o %s/cli/nodir/x.json", sens, nb_test_tmpdir());
+    ck_assert_int_eq(run(args), 2);
+    ck_assert_msg(strstr(out, "cannot write") != NULL, "%s", out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("allocate");
     TCase *tc = tcase_create("solver");
@@ -486,5 +695,10 @@ int main(void) {
     tcase_add_test(tc, test_bad_options);
     tcase_add_test(tc, test_alloc_failure);
     suite_add_tcase(s, tc);
+    TCase *cli = tcase_create("cli");
+    tcase_set_timeout(cli, 120);
+    tcase_add_test(cli, test_cli_allocate);
+    tcase_add_test(cli, test_cli_allocate_errors);
+    suite_add_tcase(s, cli);
     return nb_test_run(s);
 }
