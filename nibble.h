@@ -8,7 +8,9 @@
 #include "nb_datasets.h"
 #include "nb_optim.h"
 #include "nb_quant.h"
+#include "nb_alloc.h"
 #include "nb_config.h"
+#include "nb_alloc_files.h"
 #include "nb_checkpoint.h"
 #include "nb_runner.h"
 

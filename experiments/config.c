@@ -32,8 +32,7 @@ typedef struct {
 
 /* ---------------------------------------------------------------- values */
 
-/* v as compact JSON for a message, shortened past 60 characters. */
-static void show(const cJSON *v, char *buf, size_t n) {
+void nb_cfg_show(const cJSON *v, char *buf, size_t n) {
     char *s = cJSON_PrintUnformatted(v);
     if (!s) {
         snprintf(buf, n, "(a value)");
@@ -47,7 +46,7 @@ static void show(const cJSON *v, char *buf, size_t n) {
 static nb_status bad_value(const char *src, const char *path, const char *expected, const cJSON *v,
                            const char *extra) {
     char got[80];
-    show(v, got, sizeof got);
+    nb_cfg_show(v, got, sizeof got);
     return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: expected %s, got %s%s", src, path, expected, got,
                         extra ? extra : "");
 }
@@ -176,6 +175,50 @@ static nb_status apply_rules(const char *src, const char *path, const nb_cfg_key
     return NB_OK;
 }
 
+/* quant.bitmap: "" (none), a file name (read by resolve_bitmap once the
+ * tree is final, so an overridden base's file is never opened), or the
+ * resolved object {"file": PATH, "layers": {...}} the effective config
+ * holds. Here only the form is checked and the path kept. */
+static nb_status apply_bitmap(const char *src, const char *path, const nb_cfg_key *k, const cJSON *v, nb_config *c) {
+    static const char *const keys[] = {"file", "layers", NULL};
+    nb_bitmap_config *b = (nb_bitmap_config *)((char *)c + k->off);
+    const cJSON *file = v;
+    char fp[KEY_MAX + 16];
+    if (cJSON_IsObject(v)) {
+        for (const cJSON *it = v->child; it; it = it->next) {
+            snprintf(fp, sizeof fp, "%s.%s", path, it->string);
+            if (repeats_key(v, it)) return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: duplicate key", src, fp);
+            if (strcmp(it->string, "file") && strcmp(it->string, "layers")) {
+                const char *near = nb_cfg_suggest_among(keys, it->string);
+                char hint[64] = "";
+                if (near) snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", near);
+                return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: unknown key%s", src, fp, hint);
+            }
+        }
+        snprintf(fp, sizeof fp, "%s.file", path);
+        file = cJSON_GetObjectItemCaseSensitive(v, "file");
+        if (!file) return nb_set_error(NB_STATUS_BAD_INPUT, "%s: %s: required key is missing", src, fp);
+        if (!cJSON_IsString(file) || !file->valuestring[0]) return bad_value(src, fp, "a file name", file, NULL);
+        nb_qrule *scratch = nb_malloc(NB_QUANT_MAX_RULES * sizeof *scratch);
+        if (!scratch) return NB_STATUS_OOM;
+        int n;
+        snprintf(fp, sizeof fp, "%s.layers", path);
+        nb_status st = nb_cfg_bitmap_rules(src, fp, cJSON_GetObjectItemCaseSensitive(v, "layers"), scratch,
+                                           NB_QUANT_MAX_RULES, &n);
+        nb_free(scratch);
+        if (st != NB_OK) return st;
+    } else if (!cJSON_IsString(v)) {
+        return bad_value(src, path, "a bitmap file name (or {\"file\": ..., \"layers\": {...}})", v, NULL);
+    }
+    if (strlen(file->valuestring) >= sizeof b->path) {
+        char expected[64];
+        snprintf(expected, sizeof expected, "a file name of at most %zu bytes", sizeof b->path - 1);
+        return bad_value(src, file == v ? path : fp, expected, file, NULL);
+    }
+    snprintf(b->path, sizeof b->path, "%s", file->valuestring);
+    return NB_OK;
+}
+
 /* Check v against k and store it in c. */
 static nb_status apply_value(const char *src, const char *path, const nb_cfg_key *k, const cJSON *v,
                              nb_config *c) {
@@ -196,6 +239,7 @@ static nb_status apply_value(const char *src, const char *path, const nb_cfg_key
         *(int *)f = 1;
         return apply_object(src, v, path, c);
     case NB_CFG_QRULES: return apply_rules(src, path, k, v, c);
+    case NB_CFG_BITMAP: return apply_bitmap(src, path, k, v, c);
     case NB_CFG_INT:
     case NB_CFG_LONG:
     case NB_CFG_U64:
@@ -303,7 +347,7 @@ static const cJSON *lookup(const cJSON *root, const char *path) {
 
 /* ----------------------------------------------------------------- files */
 
-static nb_status parse_text(const char *text, const char *src, cJSON **out) {
+nb_status nb_cfg_parse_object(const char *text, const char *src, cJSON **out) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root) {
@@ -316,7 +360,12 @@ static nb_status parse_text(const char *text, const char *src, cJSON **out) {
                 col++;
             }
         }
-        return nb_set_error(NB_STATUS_BAD_INPUT, "%s: invalid JSON at line %d, column %d", src, line, col);
+        /* Python's json module writes these by default */
+        const char *at = end ? end + strspn(end, " \t\r\n-") : "";
+        const int nonfinite = !strncmp(at, "NaN", 3) || !strncmp(at, "nan", 3) || !strncmp(at, "Infinity", 8) ||
+                              !strncmp(at, "inf", 3);
+        return nb_set_error(NB_STATUS_BAD_INPUT, "%s: invalid JSON at line %d, column %d%s", src, line, col,
+                            nonfinite ? " (NaN and Infinity are not JSON numbers)" : "");
     }
     if (!cJSON_IsObject(root)) {
         nb_status st = bad_value(src, "(top level)", "an object", root, NULL);
@@ -327,10 +376,7 @@ static nb_status parse_text(const char *text, const char *src, cJSON **out) {
     return NB_OK;
 }
 
-/* The whole file, NUL-terminated and nb_malloc'ed, or NULL with *st set:
- * NB_STATUS_IO ("cannot read PATH: why", after `context` when not NULL) or
- * NB_STATUS_OOM. */
-static char *read_text(const char *path, const char *context, nb_status *st) {
+char *nb_cfg_read_text(const char *path, const char *context, nb_status *st) {
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
     size_t len = 0, cap = 0;
@@ -390,7 +436,7 @@ static nb_status load_file(const char *path, const char *context, chain *ch, cJS
  * tree with its bases merged in. */
 static nb_status tree_from_text(const char *text, const char *src, const char *dir, chain *ch, cJSON **out) {
     cJSON *root = NULL;
-    nb_status st = parse_text(text, src, &root);
+    nb_status st = nb_cfg_parse_object(text, src, &root);
     if (st != NB_OK) return st;
     cJSON *ext = cJSON_DetachItemFromObjectCaseSensitive(root, "extends");
     if ((st = check_tree(src, root)) != NB_OK) goto fail;
@@ -446,7 +492,7 @@ static nb_status load_file(const char *path, const char *context, chain *ch, cJS
     free(real);
     ch->n++;
     nb_status st = NB_STATUS_IO;
-    char *text = read_text(path, context, &st);
+    char *text = nb_cfg_read_text(path, context, &st);
     if (text) {
         char dir[NB_CFG_PATH_MAX];
         const char *slash = strrchr(path, '/');
@@ -505,6 +551,38 @@ static nb_status apply_override(cJSON *root, const char *ov, const char *src) {
 
 /* ------------------------------------------------------------ the config */
 
+/* quant.bitmap's layers (from its file, or from the resolved object) as
+ * weight-bit rules placed before quant.layers' own, which still override
+ * them. */
+static nb_status resolve_bitmap(const char *src, const cJSON *root, nb_config *c) {
+    const cJSON *v = lookup(root, "quant.bitmap");
+    if (!v || (cJSON_IsString(v) && !v->valuestring[0])) return NB_OK;
+    nb_qrule *rules = nb_malloc(NB_QUANT_MAX_RULES * sizeof *rules);
+    if (!rules) return NB_STATUS_OOM;
+    char context[NB_CFG_PATH_MAX + 32];
+    snprintf(context, sizeof context, "%s: quant.bitmap", src);
+    int n = 0;
+    nb_status st = cJSON_IsString(v) ? nb_cfg_bitmap_read(context, v->valuestring, rules, NB_QUANT_MAX_RULES, &n)
+                                     : nb_cfg_bitmap_rules(src, "quant.bitmap.layers",
+                                                           cJSON_GetObjectItemCaseSensitive(v, "layers"), rules,
+                                                           NB_QUANT_MAX_RULES, &n);
+    nb_quant_policy *q = &c->quant;
+    if (st == NB_OK && n + q->n_rules > NB_QUANT_MAX_RULES)
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: its %d layers and the %d rules of quant.layers make more than %d "
+                          "rules", context, n, q->n_rules, NB_QUANT_MAX_RULES);
+    if (st == NB_OK && !strcmp(q->weights.method, "none"))
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: sets weight bits, but quant.weights.method is \"none\" (set "
+                          "a method, e.g. \"lsq\" or \"uniform\")", context);
+    if (st == NB_OK) {
+        memmove(q->rules + n, q->rules, (size_t)q->n_rules * sizeof *q->rules);
+        memcpy(q->rules, rules, (size_t)n * sizeof *rules);
+        q->n_rules += n;
+        c->bitmap.n_rules = n;
+    }
+    nb_free(rules);
+    return st;
+}
+
 /* Overrides, required keys, derived defaults; consumes root. src names the
  * config in messages; "name" defaults to the base name of `stem` without
  * ".json" ("run" when that is empty). */
@@ -521,6 +599,7 @@ static nb_status finish(cJSON *root, const char *src, const char *stem, const ch
     if (st != NB_OK) goto done;
     nb_config_defaults(&c);
     if ((st = apply_object(src, root, "", &c)) != NB_OK) goto done;
+    if ((st = resolve_bitmap(src, root, &c)) != NB_OK) goto done;
     for (int i = 0; i < nb_cfg_n_keys; i++) {
         const nb_cfg_key *k = &nb_cfg_keys[i];
         if ((k->flags & NB_CFG_REQUIRED) && !lookup(root, k->path)) {
@@ -616,7 +695,8 @@ static cJSON *make_item(const nb_cfg_key *k, const nb_config *c) {
     case NB_CFG_QRULES: {
         cJSON *o = cJSON_CreateObject();
         const nb_qrule *r = (const nb_qrule *)f;
-        for (int i = 0; o && i < *(const int *)((const char *)c + k->off2); i++) {
+        /* the bitmap's rules come first and are written under quant.bitmap */
+        for (int i = c->bitmap.n_rules; o && i < *(const int *)((const char *)c + k->off2); i++) {
             cJSON *e = cJSON_CreateObject();
             if (!e || !cJSON_AddItemToObject(o, r[i].pattern, e)) {
                 cJSON_Delete(e);
@@ -630,6 +710,20 @@ static cJSON *make_item(const nb_cfg_key *k, const nb_config *c) {
             if (r[i].weight_granularity[0]) cJSON_AddStringToObject(e, "weight_granularity", r[i].weight_granularity);
             if (r[i].group_size) cJSON_AddItemToObject(e, "group_size", int_item(r[i].group_size));
         }
+        return o;
+    }
+    case NB_CFG_BITMAP: {
+        /* resolved, so that a checkpoint's config never needs the file again */
+        const nb_bitmap_config *b = (const nb_bitmap_config *)f;
+        if (!b->path[0]) return cJSON_CreateString("");
+        cJSON *o = cJSON_CreateObject(), *l = cJSON_CreateObject();
+        if (!o || !l || !cJSON_AddStringToObject(o, "file", b->path) || !cJSON_AddItemToObject(o, "layers", l)) {
+            cJSON_Delete(o);
+            cJSON_Delete(l);
+            return NULL;
+        }
+        for (int i = 0; i < b->n_rules; i++)
+            cJSON_AddItemToObject(l, c->quant.rules[i].pattern, int_item(c->quant.rules[i].weight_bits));
         return o;
     }
     case NB_CFG_AUGMENT: return *(const int *)f ? cJSON_CreateObject() : cJSON_CreateFalse();

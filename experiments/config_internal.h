@@ -29,6 +29,7 @@ typedef enum {
     NB_CFG_MILESTONES, /* double[NB_SCHED_MAX_MILESTONES] at off, count (int) at off2 */
     NB_CFG_AUGMENT,    /* false | object; int flag at off */
     NB_CFG_QRULES,     /* quant.layers: {"pattern": {...}}; nb_qrule[] at off, count (int) at off2 */
+    NB_CFG_BITMAP,     /* quant.bitmap: a path or {"file", "layers"}; nb_bitmap_config at off */
     NB_CFG_KIND_COUNT
 } nb_cfg_kind;
 
@@ -58,6 +59,31 @@ extern const nb_cfg_key nb_cfg_keys[];
 /* The quant choices, shared by the schema rows and the quant.layers rules. */
 extern const char *const nb_cfg_weight_methods[], *const nb_cfg_act_methods[], *const nb_cfg_granularities[];
 extern const int nb_cfg_n_keys;
+
+/* ------------------------------------------------ JSON files (config.c) */
+
+struct cJSON;
+/* The whole file, NUL-terminated and nb_malloc'ed, or NULL with *st set:
+ * NB_STATUS_IO ("cannot read PATH: why", after `context` when not NULL) or
+ * NB_STATUS_OOM. */
+char *nb_cfg_read_text(const char *path, const char *context, nb_status *st);
+/* text -> a cJSON object (*out, owned; cJSON_Delete). NB_STATUS_BAD_INPUT
+ * "SRC: invalid JSON at line L, column C" or a top level that is not an
+ * object. */
+nb_status nb_cfg_parse_object(const char *text, const char *src, struct cJSON **out);
+/* v as compact JSON for a message, shortened past 60 characters. */
+void nb_cfg_show(const struct cJSON *v, char *buf, size_t n);
+
+/* ------------------------------------- quant.bitmap (alloc_files.c) */
+
+/* A bitmap's "layers" object ({"NAME": BITS}, BITS in 1..8, exact layer
+ * names) -> *n weight-bit rules (other fields zero) in file order, at most
+ * max. Messages are "SRC: KEY.\"NAME\": what". */
+nb_status nb_cfg_bitmap_rules(const char *src, const char *key, const struct cJSON *layers, nb_qrule *rules,
+                              int max, int *n);
+/* The same from the nibble-bitmap-1 file at path; messages name the file,
+ * after `context` ("CFG: quant.bitmap"). */
+nb_status nb_cfg_bitmap_read(const char *context, const char *path, nb_qrule *rules, int max, int *n);
 
 /* The entry for a full key path, or NULL. */
 const nb_cfg_key *nb_cfg_find(const char *path);

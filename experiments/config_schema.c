@@ -122,6 +122,7 @@ const nb_cfg_key nb_cfg_keys[] = {
     {KEY("quant.activations.observer", ENUM, quant.activations.observer), .names = observers, .sdef = "minmax"},
     {KEY("quant.first_layer_bits", INT, quant.first_bits), IN_CLOSED(0, 8), .def = 8},
     {KEY("quant.last_layer_bits", INT, quant.last_bits), IN_CLOSED(0, 8), .def = 8},
+    {KEY("quant.bitmap", BITMAP, bitmap), .sdef = ""}, /* "" = none */
     {KEY("quant.layers", QRULES, quant.rules), .off2 = offsetof(nb_config, quant.n_rules)},
     OBJ("quant.calibration"),
     {KEY("quant.calibration.batches", INT, quant.calib_batches), GE(1), .def = 32},
@@ -182,6 +183,7 @@ void nb_config_defaults(nb_config *c) {
         case NB_CFG_CHAR: *f = k->sdef[0]; break;
         case NB_CFG_MILESTONES: /* none: already zero */
         case NB_CFG_QRULES:
+        case NB_CFG_BITMAP:
         case NB_CFG_OBJECT:
         case NB_CFG_KIND_COUNT: break;
         }

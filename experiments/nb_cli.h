@@ -11,6 +11,7 @@ int nb_cmd_train(int argc, char **argv);
 int nb_cmd_ptq(int argc, char **argv);
 int nb_cmd_eval(int argc, char **argv);
 int nb_cmd_inspect(int argc, char **argv);
+int nb_cmd_allocate(int argc, char **argv);
 
 /* Parse the value of an integer flag in [lo, hi]; on a bad value print
  * "nibble CMD: FLAG expects an integer in LO..HI, got 'S'" and return 0. */

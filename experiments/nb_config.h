@@ -1,7 +1,8 @@
 /*
  * nb_config.h — experiment configs: one JSON file describes a run.
  *
- * The file is parsed once (cJSON, in experiments/config.c only) into the
+ * The file is parsed once (cJSON, in experiments/config.c; a quant.bitmap
+ * file in experiments/alloc_files.c) into the
  * typed nb_config below and validated against a schema that lives in code:
  * unknown keys, wrong types and out-of-range values are NB_STATUS_BAD_INPUT
  * errors whose message names the file and the key path, with a "did you
@@ -57,7 +58,10 @@
  *          first_layer_bits [8], last_layer_bits [8] (0 = as the rest),
  *          layers {"NAME or GLOB": {weight_bits, act_bits, weight_method,
  *                   act_method, weight_granularity, group_size}},
- *          calibration {batches [32], batch_size [128], percentile [99.99],
+ *          bitmap [""] (a nibble-bitmap-1 file from `nibble allocate`, relative to
+                   the working directory like init.checkpoint; the effective config
+                   holds it resolved, {"file": PATH, "layers": {"NAME": BITS}}),
+          calibration {batches [32], batch_size [128], percentile [99.99],
  *                   ema_momentum [0.9], mse_grid [100], kl_bins [2048]},
  *          fold_bn [false] (set by nibble ptq in the checkpoints it writes),
  *          lr_scale [1] (lr multiplier of the learned quantizer parameters),
@@ -143,6 +147,14 @@ typedef struct {
     float fd_eps;               /* hessian: finite-difference step relative to each layer's rms weight */
 } nb_sensitivity_config;
 
+/* quant.bitmap: per-layer weight bits from `nibble allocate`. At load they
+ * become exact-name rules {"weight_bits": b} placed before quant.layers'
+ * own rules (which therefore still override them). */
+typedef struct {
+    char path[NB_CFG_PATH_MAX]; /* the bitmap file, as given ("" = none) */
+    int n_rules;                /* the first n_rules of quant.rules are its layers */
+} nb_bitmap_config;
+
 typedef struct {
     char name[128];
     char source[NB_CFG_PATH_MAX]; /* the file it was loaded from ("" if none) */
@@ -153,6 +165,7 @@ typedef struct {
     nb_init_config init;
     nb_train_config train;
     nb_quant_policy quant;      /* methods "none": an FP32 run */
+    nb_bitmap_config bitmap;    /* quant.bitmap */
     nb_output_config output;
     nb_sensitivity_config sensitivity;
 } nb_config;

@@ -102,12 +102,25 @@ nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes
 
 nb_status nb_config_quantize_model(const nb_config *c, nb_model *m) {
     if (!nb_quant_enabled(&c->quant)) return NB_OK;
+    const char *src = c->source[0] ? c->source : c->name;
+    /* A bitmap layer that m lacks would reach attach's "matches no layer"
+     * as a bare rule; say which file it came from. */
+    for (int r = 0; r < c->bitmap.n_rules; r++) {
+        const char *name = c->quant.rules[r].pattern;
+        int found = 0;
+        for (int i = 0; i < m->n_modules && !found; i++)
+            found = m->modules[i]->type != NB_MOD_BATCHNORM2D && !strcmp(m->modules[i]->name, name);
+        if (!found)
+            return nb_set_error(NB_STATUS_BAD_INPUT, "%s: quant.bitmap: %s: layer \"%s\" is not a conv or linear "
+                                "layer of %s (a bitmap made for another model? nibble inspect lists the layers)",
+                                src, c->bitmap.path, name, m->arch);
+    }
     if (c->quant.fold_bn) nb_quant_mark_folded(m);
     nb_status st = nb_quant_attach(m, &c->quant);
     if (st != NB_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", nb_last_error());
-        return nb_set_error(st, "%s: %s", c->source[0] ? c->source : c->name, msg);
+        return nb_set_error(st, "%s: %s", src, msg);
     }
     return NB_OK;
 }

@@ -216,7 +216,7 @@ const nb_op_def *nb_quant_ops(int *n);
 /* ------------------------------------------------------------- the policy */
 
 #define NB_QNAME 16
-#define NB_QUANT_MAX_RULES 32
+#define NB_QUANT_MAX_RULES 128 /* quant.layers and a quant.bitmap (one rule a layer) together */
 
 /* Quantizer settings for one side (weights or activations). Names are the
  * config's strings (docs/configs.md). */

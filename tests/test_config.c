@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config_internal.h"
 #include "nb_config.h"
@@ -344,6 +345,158 @@ START_TEST(test_quant_keys) {
 }
 END_TEST
 
+/* A config (smallcnn, lsq weights) with quant.bitmap = bm and quant.layers = layers. */
+static const char *bitmap_cfg(const char *bm, const char *layers) {
+    static char json[16384];
+    snprintf(json, sizeof json,
+             WITH_QUANT("{\"weights\": {\"method\": \"lsq\", \"bits\": 4}, \"bitmap\": %s, \"layers\": %s}"), bm,
+             layers);
+    return json;
+}
+
+#define BITMAP_OK "{\"format\": \"nibble-bitmap-1\", \"source\": \"s.json\", \"metric\": \"hessian\", " \
+                  "\"layers\": {\"features.0.conv\": 8, \"features.1.conv\": 2, \"features.2.conv\": 3, \"fc\": 8}}"
+
+START_TEST(test_quant_bitmap) {
+    const char *bm = write_file("bm/alloc.json", BITMAP_OK);
+    char q[1200];
+    snprintf(q, sizeof q, "\"%s\"", bm);
+    nb_config c;
+    parse_ok(bitmap_cfg(q, "{\"features.1.conv\": {\"weight_bits\": 4}, \"f*\": {\"act_bits\": 6}}"), NULL, 0, &c);
+    /* the bitmap's layers first, as exact-name weight-bit rules; then quant.layers */
+    ck_assert_str_eq(c.bitmap.path, bm);
+    ck_assert_int_eq(c.bitmap.n_rules, 4);
+    ck_assert_int_eq(c.quant.n_rules, 6);
+    const char *names[] = {"features.0.conv", "features.1.conv", "features.2.conv", "fc", "features.1.conv", "f*"};
+    const int wbits[] = {8, 2, 3, 8, 4, 0};
+    for (int i = 0; i < 6; i++) {
+        ck_assert_str_eq(c.quant.rules[i].pattern, names[i]);
+        ck_assert_int_eq(c.quant.rules[i].weight_bits, wbits[i]);
+        ck_assert_int_eq(c.quant.rules[i].act_bits, i == 5 ? 6 : 0);
+        if (i < 4) ck_assert(!c.quant.rules[i].weight_method[0] && !c.quant.rules[i].group_size);
+    }
+    /* attached: explicit rules still win (features.1.conv at 4 bits) */
+    nb_rng rng;
+    nb_rng_seed(&rng, 1, 0);
+    nb_model *m = nb_config_build_model(&c, 3, 32, 10, &rng);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_msg(nb_config_quantize_model(&c, m) == NB_OK, "%s", nb_last_error());
+    int n = 0, seen = 0;
+    nb_quantizer *qs = nb_quant_list(m, &n);
+    for (int i = 0; i < n; i++) {
+        if (!qs[i].is_weight) continue;
+        const int want = !strcmp(qs[i].name, "features.1.conv.weight") ? 4 : !strcmp(qs[i].name, "features.2.conv.weight") ? 3 : 8;
+        ck_assert_msg(qs[i].spec.bits == want, "%s: %d bits", qs[i].name, qs[i].spec.bits);
+        seen++;
+    }
+    ck_assert_int_eq(seen, 4);
+    nb_model_free(m);
+    /* the effective config holds the bitmap resolved: it loads without the file */
+    char *out = nb_config_to_json(&c);
+    ck_assert_msg(strstr(out, "\"file\":") && strstr(out, "\"features.2.conv\":\t3"), "%s", out);
+    ck_assert_int_eq(remove(bm), 0);
+    nb_config back;
+    parse_ok(out, NULL, 0, &back);
+    nb_free(out);
+    ck_assert(memcmp(&back, &c, sizeof c) == 0);
+    /* a path relative to the working directory, as init.checkpoint */
+    write_file("bm/alloc.json", BITMAP_OK);
+    ck_assert_int_eq(chdir(nb_test_tmpdir()), 0);
+    parse_ok(bitmap_cfg("\"bm/alloc.json\"", "{}"), NULL, 0, &c);
+    ck_assert_int_eq(c.bitmap.n_rules, 4);
+    ck_assert_str_eq(c.bitmap.path, "bm/alloc.json");
+    /* "" = none; --set replaces a base's bitmap before it is read */
+    parse_ok(bitmap_cfg("\"\"", "{}"), NULL, 0, &c);
+    ck_assert_int_eq(c.bitmap.n_rules, 0);
+    ck_assert_int_eq(c.quant.n_rules, 0);
+    const char *sets[] = {"quant.bitmap=bm/alloc.json"};
+    parse_ok(bitmap_cfg("\"absent.json\"", "{}"), sets, 1, &c);
+    ck_assert_int_eq(c.bitmap.n_rules, 4);
+}
+END_TEST
+
+/* A bitmap layer the model lacks: the message names the bitmap file. */
+START_TEST(test_quant_bitmap_model) {
+    const char *bm = write_file("bm/other.json", "{\"format\": \"nibble-bitmap-1\", \"layers\": {\"features.0.conv\": 8, "
+                                                 "\"layer1.0.conv1\": 2}}");
+    char q[1200], want[2048];
+    snprintf(q, sizeof q, "\"%s\"", bm);
+    nb_config c;
+    parse_ok(bitmap_cfg(q, "{}"), NULL, 0, &c);
+    nb_rng rng;
+    nb_rng_seed(&rng, 1, 0);
+    nb_model *m = nb_config_build_model(&c, 3, 32, 10, &rng);
+    ck_assert_int_eq(nb_config_quantize_model(&c, m), NB_STATUS_BAD_INPUT);
+    snprintf(want, sizeof want, "t: quant.bitmap: %s: layer \"layer1.0.conv1\" is not a conv or linear layer of "
+             "smallcnn (a bitmap made for another model? nibble inspect lists the layers)", bm);
+    ck_assert_str_eq(nb_last_error(), want);
+    nb_model_free(m);
+}
+END_TEST
+
+/* Every kind of bad bitmap, and its message. */
+START_TEST(test_quant_bitmap_errors) {
+    static const char *const cases[][2] = {
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"fc\": 8,}}", "invalid JSON at line 1, column 51"},
+        {"{\"format\": \"nibble-bitmap-2\", \"layers\": {\"fc\": 8}}",
+         "format: expected \"nibble-bitmap-1\" (a file `nibble allocate` writes), got \"nibble-bitmap-2\""},
+        {"{\"layers\": {\"fc\": 8}}",
+         "format: required key is missing (expected \"nibble-bitmap-1\" (a file `nibble allocate` writes))"},
+        {"{\"format\": \"nibble-bitmap-1\"}", "layers: required key is missing (expected an object of layer name -> weight bits)"},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {}}", "layers: no layers"},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"fc\": 9}}",
+         "layers.\"fc\": expected an integer in [1, 8] (weight bits), got 9"},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"fc\": 0}}",
+         "layers.\"fc\": expected an integer in [1, 8] (weight bits), got 0"},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"fc\": 2.5}}",
+         "layers.\"fc\": expected an integer in [1, 8] (weight bits), got 2.5"},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"fc\": \"4\"}}",
+         "layers.\"fc\": expected an integer in [1, 8] (weight bits), got \"4\""},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"features.*\": 4}}",
+         "layers.\"features.*\": an exact layer name, not a glob"},
+        {"{\"format\": \"nibble-bitmap-1\", \"layers\": {\"fc\": 4, \"fc\": 2}}", "layers.fc: duplicate key"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *bm = write_file("bm/bad.json", cases[i][0]);
+        char q[1200], want[2048];
+        snprintf(q, sizeof q, "\"%s\"", bm);
+        snprintf(want, sizeof want, "t.json: quant.bitmap: %s: %s", bm, cases[i][1]);
+        parse_err(bitmap_cfg(q, "{}"), NULL, 0, NB_STATUS_BAD_INPUT, want);
+    }
+    char q[1200], want[2048];
+    const char *absent = tmp_path("bm/absent.json");
+    snprintf(q, sizeof q, "\"%s\"", absent);
+    snprintf(want, sizeof want, "t.json: quant.bitmap: cannot read %s: No such file or directory", absent);
+    parse_err(bitmap_cfg(q, "{}"), NULL, 0, NB_STATUS_IO, want);
+    const char *bm = write_file("bm/ok.json", BITMAP_OK);
+    snprintf(q, sizeof q, "\"%s\"", bm);
+    snprintf(want, sizeof want, "t.json: quant.bitmap: sets weight bits, but quant.weights.method is \"none\" (set a "
+             "method, e.g. \"lsq\" or \"uniform\")");
+    const char *none[] = {"quant.weights.method=none"};
+    parse_err(bitmap_cfg(q, "{}"), none, 1, NB_STATUS_BAD_INPUT, want);
+    /* the rules' limit counts both: 4 bitmap layers and 125 rules */
+    char layers[8192];
+    size_t len = (size_t)snprintf(layers, sizeof layers, "{");
+    for (int i = 0; i < 125; i++)
+        len += (size_t)snprintf(layers + len, sizeof layers - len, "%s\"r%d\": {\"act_bits\": 4}", i ? ", " : "", i);
+    snprintf(layers + len, sizeof layers - len, "}");
+    parse_err(bitmap_cfg(q, layers), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.bitmap: its 4 layers and the 125 rules of quant.layers make more than 128 rules");
+    nb_config c;
+    parse_ok(bitmap_cfg("\"\"", layers), NULL, 0, &c); /* more than the old 32 */
+    ck_assert_int_eq(c.quant.n_rules, 125);
+    /* the value's form, and the resolved object's */
+    parse_err(bitmap_cfg("3", "{}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.bitmap: expected a bitmap file name (or {\"file\": ..., \"layers\": {...}}), got 3");
+    parse_err(bitmap_cfg("{\"file\": \"a.json\", \"layer\": {}}", "{}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.bitmap.layer: unknown key (did you mean \"layers\"?)");
+    parse_err(bitmap_cfg("{\"layers\": {\"fc\": 2}}", "{}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.bitmap.file: required key is missing");
+    parse_err(bitmap_cfg("{\"file\": \"a.json\", \"layers\": {\"fc\": 12}}", "{}"), NULL, 0, NB_STATUS_BAD_INPUT,
+              "t.json: quant.bitmap.layers.\"fc\": expected an integer in [1, 8] (weight bits), got 12");
+}
+END_TEST
+
 /* One required key removed at a time. */
 START_TEST(test_required_missing) {
     static const char *const cases[][2] = {
@@ -595,6 +748,9 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_bad_enum);
     tcase_add_test(tc, test_bad_arrays);
     tcase_add_test(tc, test_quant_keys);
+    tcase_add_test(tc, test_quant_bitmap);
+    tcase_add_test(tc, test_quant_bitmap_model);
+    tcase_add_test(tc, test_quant_bitmap_errors);
     tcase_add_loop_test(tc, test_required_missing, 0, 4);
     tcase_add_test(tc, test_cross_checks);
     tcase_add_test(tc, test_extends_merge);
