@@ -1,12 +1,14 @@
 /*
  * Experiment configs: JSON text -> cJSON tree -> typed nb_config.
  *
- * The only file that includes cJSON. A load reads the file, detaches its
- * "extends", checks the tree against the schema (config_schema.c) under the
- * file's own name, loads and merges the base, then applies each --set to the
- * merged tree and checks it again under that override's name — so every
- * message names where the bad value came from. Required keys are checked
- * last, once everything is merged. The cJSON tree never outlives the call.
+ * With alloc_files.c (the bit-allocation files, which share the file
+ * reading and parse errors here), the only file that includes cJSON. A load
+ * reads the file, detaches its "extends", checks the tree against the
+ * schema (config_schema.c) under the file's own name, loads and merges the
+ * base, then applies each --set to the merged tree and checks it again under
+ * that override's name — so every message names where the bad value came
+ * from. Required keys are checked last, once everything is merged, and
+ * quant.bitmap's file is read then. The cJSON tree never outlives the call.
  */
 #include <cjson/cJSON.h>
 

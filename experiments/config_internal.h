@@ -1,7 +1,8 @@
 /*
  * config_internal.h — the config schema shared by config.c (the cJSON side)
- * and config_schema.c (the table, defaults and key-name helpers). Users
- * include nb_config.h, never this.
+ * and config_schema.c (the table, defaults and key-name helpers), and the
+ * JSON file helpers config.c shares with alloc_files.c (quant.bitmap).
+ * Users include nb_config.h, never this.
  */
 #ifndef NB_CONFIG_INTERNAL_H
 #define NB_CONFIG_INTERNAL_H
