@@ -37,14 +37,6 @@ static void params_set(params *q, int n, float t0, const float *a, float s, floa
     q->p = (nb_n2uq_args){n, &q->tt0, &q->ta, &q->ts, g};
 }
 
-/* Random parameters for n levels: widths in [0.5, 1.5)·w. */
-static void params_random(params *q, int n, nb_rng *r, float g) {
-    float a[MAXL];
-    const float w = 1.0f / (float)n;
-    for (int j = 0; j < n - 1; j++) a[j] = w * (0.5f + nb_rng_uniform(r));
-    params_set(q, n, 0.3f * w + 0.2f * nb_rng_uniform(r), a, 0.05f + nb_rng_uniform(r), g);
-}
-
 /* The thresholds as the documented numerics make them: accumulated in
  * double, each rounded to float. */
 static void thresholds(const params *q, float *T) {
@@ -53,6 +45,17 @@ static void thresholds(const params *q, float *T) {
         T[i] = (float)t;
         if (i < q->p.n_levels) t += (double)q->a[i - 1];
     }
+}
+
+/* Random parameters for n levels (widths in [0.5, 1.5)/n), their
+ * thresholds T[1..n], and r seeded for the data. */
+static void params_random(params *q, float *T, nb_rng *r, uint64_t seed, int n, float g) {
+    float a[MAXL];
+    const float w = 1.0f / (float)n;
+    nb_rng_seed(r, seed, (uint64_t)n);
+    for (int j = 0; j < n - 1; j++) a[j] = w * (0.5f + nb_rng_uniform(r));
+    params_set(q, n, 0.3f * w + 0.2f * nb_rng_uniform(r), a, 0.05f + nb_rng_uniform(r), g);
+    thresholds(q, T);
 }
 
 /* q(x) by the definition: the thresholds at or below x. */
@@ -103,13 +106,11 @@ END_TEST
  * x exactly on every threshold and on both sides of it. */
 START_TEST(test_n2uq_forward_count) {
     const int levels[] = {3, 7, 15, 31, 63, 127, 255, 2, 5, 20, 100};
-    nb_rng r;
-    nb_rng_seed(&r, 7, (uint64_t)_i);
     const int n = levels[_i];
+    nb_rng r;
     params q;
-    params_random(&q, n, &r, 1.0f);
     float T[MAXL + 1];
-    thresholds(&q, T);
+    params_random(&q, T, &r, 7, n, 1.0f);
     const size_t lens[] = {1, 17, 16384 * 4 + 21};
     for (int k = 0; k < 3; k++) {
         const size_t len = lens[k];
@@ -199,11 +200,9 @@ static double loss(const double *x, const double *c, int m, double t0, const dou
 START_TEST(test_n2uq_finite_differences) {
     const int n = (1 << (_i + 2)) - 1, m = 64 + 8 * n;
     nb_rng r;
-    nb_rng_seed(&r, 21, (uint64_t)n);
     params q;
-    params_random(&q, n, &r, 1.0f);
     float T[MAXL + 1];
-    thresholds(&q, T);
+    params_random(&q, T, &r, 21, n, 1.0f);
     float *xf = malloc(sizeof(float) * (size_t)m), *cf = malloc(sizeof(float) * (size_t)m);
     float *dx = malloc(sizeof(float) * (size_t)m);
     double *x = malloc(sizeof(double) * (size_t)m), *c = malloc(sizeof(double) * (size_t)m);
@@ -358,11 +357,9 @@ START_TEST(test_n2uq_threads) {
     float *x = malloc(sizeof(float) * len), *dy = malloc(sizeof(float) * len);
     float *dx[2] = {malloc(sizeof(float) * len), malloc(sizeof(float) * len)};
     nb_rng r;
-    nb_rng_seed(&r, 3, (uint64_t)n);
     params q;
-    params_random(&q, n, &r, 0.01f);
     float T[MAXL + 1];
-    thresholds(&q, T);
+    params_random(&q, T, &r, 3, n, 0.01f);
     for (size_t i = 0; i < len; i++) {
         const float v = 1.2f * T[n] * nb_rng_normal(&r);
         x[i] = v > 0.0f ? v : 0.0f;

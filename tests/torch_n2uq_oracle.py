@@ -10,7 +10,8 @@ doing the calculus:
 
 so y = s*q forward, dy/ds = q, and x, t0 and a get s times the gradient of
 the surrogate F (which is i + (x - T_i)/a_i in interval i); grad_scale(p,
-g) = (p - p*g).detach() + p*g scales the parameters' gradients by g. The
+g) = (p - p*g).detach() + p*g (tests/torch_lsq_oracle.py's) scales the
+parameters' gradients by g. The
 oracle checks q = floor(F) on its data (which keeps clear of the
 thresholds, where the clamps' inclusive ends would both pass a gradient).
 
@@ -28,18 +29,13 @@ scale of each sum's float error.
 import sys
 
 try:
-    import h5py
     import numpy as np
     import torch
 except ImportError as e:  # the test skips
     print("torch_n2uq_oracle.py: %s" % e)
     sys.exit(77)
 
-torch.set_num_threads(1)
-
-
-def grad_scale(p, g):
-    return (p - p * g).detach() + p * g
+from torch_lsq_oracle import grad_scale, main  # exits with 77 as well
 
 
 def n2uq(x, t0, a, s, g):
@@ -72,12 +68,5 @@ def run_case(c, gout):
         gout.create_dataset(name + "_size", data=np.abs(v))
 
 
-def main():
-    fin, fout = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "w")
-    for c in range(int(fin.attrs["cases"])):
-        run_case(fin["case%d" % c], fout.create_group("case%d" % c))
-    fout.close()
-
-
 if __name__ == "__main__":
-    main()
+    main(run_case)
