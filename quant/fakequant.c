@@ -222,6 +222,7 @@ const nb_op_def nb_quant_op_table[NB_QOP_COUNT] = {
     [NB_QOP_BINARY_TERNARY] = {"binary_ternary", nb_binary_ternary_backward},
     [NB_QOP_LSQ] = {"lsq", nb_lsq_backward_node},
     [NB_QOP_CODEBOOK] = {"codebook", nb_codebook_backward_node},
+    [NB_QOP_N2UQ] = {"n2uq", nb_n2uq_backward_node},
 };
 
 const nb_op_def *nb_quant_ops(int *n) {

@@ -9,6 +9,7 @@ typedef enum {
     NB_QOP_BINARY_TERNARY,
     NB_QOP_LSQ,
     NB_QOP_CODEBOOK,
+    NB_QOP_N2UQ,
     NB_QOP_COUNT
 } nb_qop;
 
@@ -18,5 +19,6 @@ void nb_fake_quant_backward(nb_tape *t, nb_node *n);
 void nb_binary_ternary_backward(nb_tape *t, nb_node *n);
 void nb_lsq_backward_node(nb_tape *t, nb_node *n);
 void nb_codebook_backward_node(nb_tape *t, nb_node *n);
+void nb_n2uq_backward_node(nb_tape *t, nb_node *n);
 
 #endif

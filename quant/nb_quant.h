@@ -209,6 +209,35 @@ void nb_cb_forward(const nb_cb_args *a, const float *w, float *y);
  * (dw and dalpha may be NULL). */
 void nb_cb_backward(const nb_cb_args *a, const float *w, const float *dy, float *dw, int fresh, float *dalpha);
 nb_tensor *nb_codebook(nb_tape *t, nb_tensor *w, const nb_cb_args *a);
+/* N2UQ activations (ALGORITHMS.md §5 "Activations", ADQ's activation side;
+ * quant/n2uq.c has the formulas and gradients): learned thresholds T_1 =
+ * t0, T_{i+1} = T_i + a_i, y = s·#{i : x >= T_i} in {0, s, ..., n·s};
+ * gradients through the generalised STE (slope s/a_i inside interval i). */
+typedef struct {
+    int n_levels;       /* n output levels above 0: 2^b - 1 for b bits (2..255 accepted) */
+    nb_tensor *t0;      /* (1): the first threshold; a trained parameter */
+    nb_tensor *a;       /* (n_levels - 1): interval widths, kept > 0 by the caller; trained */
+    nb_tensor *s;       /* (1): the uniform output scale; trained */
+    float grad_scale;   /* g multiplying dt0, da and ds: LSQ's 1/sqrt(N·n) */
+} nb_n2uq_args;
+
+/* y = s·q(x) for the n values of x (no tape); NaN x gives NaN. */
+void nb_n2uq_forward(const nb_n2uq_args *p, const float *x, size_t n, float *y);
+/* dx (+)= dy·s/a_i inside interval i, else 0 (dx may be NULL, or dy itself
+ * with fresh: write instead of add); *dt0, da[0..n_levels-2] and *ds +=
+ * g·(their sums) (each may be NULL: not wanted). The sums do not depend on
+ * the thread count. */
+void nb_n2uq_backward(const nb_n2uq_args *p, const float *x, size_t n, const float *dy, float *dx, int fresh,
+                      float *dt0, float *da, float *ds);
+/* The op on the tape: returns y (tape arena); gradients flow to x, t0, a
+ * and s (those that require them). The parameters must stay unchanged
+ * until backward. */
+nb_tensor *nb_n2uq(nb_tape *t, nb_tensor *x, const nb_n2uq_args *p);
+/* Initial parameters from one batch x (n values): s0 = 2·mean|x|/sqrt(n_levels)
+ * (LSQ's step; 1 when x is all zeros), t0 = s0/2, a[j] = s0, s = s0, so the
+ * op starts as the unsigned uniform quantizer s0·clamp(floor(x/s0 + 1/2), 0,
+ * n_levels). Non-finite data give NaN in all of them. a has n_levels - 1 slots. */
+void nb_n2uq_init(int n_levels, const float *x, size_t n, float *t0, float *a, float *s);
 
 /* quant/'s op table (for the test that walks every table): *n entries. */
 const nb_op_def *nb_quant_ops(int *n);
