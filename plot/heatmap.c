@@ -77,8 +77,6 @@ static nb_rgb ink_on(nb_rgb bg) {
 static void label_of(const char *const *labels, int i, int max_chars, char *buf, size_t n) {
     if (labels && labels[i])
         plot_shorten(labels[i], max_chars, buf, n);
-    else if (labels)
-        buf[0] = '\0';
     else
         snprintf(buf, n, "%d", i);
 }

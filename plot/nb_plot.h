@@ -92,7 +92,7 @@ nb_heatmap_opts nb_heatmap_opts_default(void);
  * (long ones shortened from the front), column labels on top, a viridis
  * colour scale over the finite values with a colour bar labelled min, mid
  * and max. NaN and infinite cells are grey and hatched ("n/a"). Borrows
- * everything; labels or their arrays may be NULL (numbered then), opts NULL
+ * everything; labels or their arrays may be NULL (numbered from 0), opts NULL
  * means defaults. NB_STATUS_BAD_INPUT for an empty or too large grid,
  * NB_STATUS_IO naming path. */
 nb_status nb_plot_heatmap(const char *path, const char *title, int n_rows,
