@@ -3,6 +3,7 @@
 #define NIBBLE_H
 
 #include "nb_core.h"
+#include "nb_plot.h"
 #include "nb_autograd.h"
 #include "nb_layers.h"
 #include "nb_datasets.h"

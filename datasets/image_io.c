@@ -1,6 +1,6 @@
-/* JPEG (libjpeg-turbo) and PNG (libpng) decoding to interleaved RGB, and
- * PNG writing. Library errors become nb_status messages naming the file;
- * libjpeg's default exit()-on-error and its stderr warnings are replaced.
+/* JPEG (libjpeg-turbo) and PNG (libpng) decoding to interleaved RGB
+ * (plot/png.c writes PNG). Library errors become nb_status messages naming
+ * the file; libjpeg's default exit()-on-error and its stderr warnings are replaced.
  * A warning about corrupt image data (a truncated file, a bad CRC) makes
  * the image an error ("damaged"): the libraries would decode on with gray. */
 #include <errno.h>
@@ -182,17 +182,4 @@ nb_status nb_image_load(const char *path, uint8_t **pixels, int *w, int *h) {
     }
     nb_free(buf);
     return st;
-}
-
-nb_status nb_png_write(const char *path, const uint8_t *rgb, int w, int h) {
-    NB_ASSERT(path && rgb && w > 0 && h > 0, "bad PNG arguments");
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    img.width = (png_uint_32)w;
-    img.height = (png_uint_32)h;
-    img.format = PNG_FORMAT_RGB;
-    if (!png_image_write_to_file(&img, path, 0, rgb, 0, NULL))
-        return nb_set_error(NB_STATUS_IO, "%s: cannot write PNG: %s", path, img.message);
-    return NB_OK;
 }

@@ -195,9 +195,6 @@ nb_status nb_import_folder(const char *dir, const char *out, const nb_import_opt
  * interleaved, allocated with nb_malloc and owned by the caller. */
 nb_status nb_image_load(const char *path, uint8_t **pixels, int *w, int *h);
 
-/* Write interleaved RGB (h, w, 3) as an 8-bit PNG. */
-nb_status nb_png_write(const char *path, const uint8_t *rgb, int w, int h);
-
 /* A contact sheet of ds: one row per class with the first per_class
  * examples of that class (file order), class names on the left, tiles
  * scaled up to at least 64 px. Written as PNG. */

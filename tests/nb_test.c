@@ -55,6 +55,14 @@ const char *nb_test_tmpdir(void) {
     return dir;
 }
 
+const char *nb_test_tmp_path(const char *name) {
+    static char buf[8][1024];
+    static int k;
+    char *b = buf[k++ % 8];
+    snprintf(b, sizeof buf[0], "%s/%s", nb_test_tmpdir(), name);
+    return b;
+}
+
 void nb_test_skip(const char *what, const char *why) {
     printf("SKIP %s: %s\n", what, why);
     fflush(stdout);

@@ -20,6 +20,10 @@ const char *nb_test_cli(void);
 /* A fresh temporary directory (static storage, one per process). */
 const char *nb_test_tmpdir(void);
 
+/* nb_test_tmpdir()/name, in one of 8 static buffers used in turn (so the
+ * result stays valid across the next 7 calls). */
+const char *nb_test_tmp_path(const char *name);
+
 /* Report a skipped check on stdout (Check has no skip state). */
 void nb_test_skip(const char *what, const char *why);
 
