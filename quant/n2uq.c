@@ -4,8 +4,10 @@
  *
  * n output levels above 0 (n = 2^b - 1 for b bits; any 2 <= n <= 255
  * works), learned parameters t0 (1), a[0..n-2] (n - 1 interval widths, kept
- * > 0 by the caller) and s (1, the uniform output scale). Thresholds, with
- * a indexed from 1 in the formulas (a_i = a[i-1] in C):
+ * > 0 by the caller: with a width < 0 the thresholds are out of order and
+ * the results unspecified, though memory-safe) and s (1, the uniform output
+ * scale). Thresholds, with a indexed from 1 in the formulas (a_i = a[i-1]
+ * in C):
  *
  *   T_1 = t0,  T_{i+1} = T_i + a_i  (i = 1..n-1)
  *   q(x) = #{i in 1..n : x >= T_i},  y = s·q   (NaN x gives NaN y)
@@ -304,11 +306,12 @@ void nb_n2uq_backward(const nb_n2uq_args *p, const float *x, size_t n, const flo
     if (nch == 0) memset(part, 0, sizeof(double) * (size_t)P);
     const double g = (double)p->grad_scale, s = (double)k.s;
     const float *a = p->a->data;
+    /* an empty interval adds nothing, also when its width is 0 (no 0·inf) */
     double suf = 0.0; /* Σ_{k>j} s/a_k·Y_k */
     for (int j = L - 1; j >= 1; j--) {
-        const double aj = (double)a[j - 1];
-        if (da) da[j - 1] += (float)(g * -(suf + s / (aj * aj) * part[L - 2 + j]));
-        suf += s / aj * part[j - 1];
+        const double aj = (double)a[j - 1], y = part[j - 1], z = part[L - 2 + j];
+        if (da) da[j - 1] += (float)(g * -(suf + (z != 0.0 ? s / (aj * aj) * z : 0.0)));
+        suf += y != 0.0 ? s / aj * y : 0.0;
     }
     if (dt0) *dt0 += (float)(g * -suf);
     if (ds) *ds += (float)(g * part[P - 1]);

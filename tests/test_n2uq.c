@@ -164,6 +164,19 @@ START_TEST(test_n2uq_backward_hand) {
     expect_near(&dt0, (const float[]){-0.75f}, 1, 1e-7, "dt0 accumulated");
     expect_near(da, (const float[]){-0.3125f, -0.125f}, 2, 0.0, "da untouched");
 
+    /* a width of 0 (an empty interval; thresholds 0.5, 1.5, 1.5, 2): finite
+     * gradients. x = 1.7 in interval 3 (a_3 = 0.5), s = 1, dy = 1: dx = 2,
+     * dt0 = da_1 = da_2 = -2, da_3 = -(1.7 - 1.5)/0.25 = -0.8, ds = 3 */
+    params z;
+    params_set(&z, 4, 0.5f, (const float[]){1.0f, 0.0f, 0.5f}, 1.0f, 1.0f);
+    const float xz = 1.7f, one = 1.0f;
+    float dxz, dt0z = 0.0f, daz[3] = {0, 0, 0}, dsz = 0.0f;
+    nb_n2uq_backward(&z.p, &xz, 1, &one, &dxz, 1, &dt0z, daz, &dsz);
+    expect_near(&dxz, (const float[]){2.0f}, 1, 0.0, "dx, zero width");
+    expect_near(&dt0z, (const float[]){-2.0f}, 1, 0.0, "dt0, zero width");
+    expect_near(daz, (const float[]){-2.0f, -2.0f, -0.8f}, 3, 1e-6, "da, zero width");
+    expect_near(&dsz, (const float[]){3.0f}, 1, 0.0, "ds, zero width");
+
     /* dx in place of dy */
     float d[6];
     memcpy(d, dy, sizeof d);
