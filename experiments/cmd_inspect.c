@@ -6,13 +6,18 @@
 
 static void inspect_usage(FILE *f) {
     fprintf(f,
-            "usage: nibble inspect CHECKPOINT.h5 [--no-config]\n"
+            "usage: nibble inspect CHECKPOINT.h5 [--no-config] [--codebook LAYER --png OUT.png]\n"
             "\n"
             "Prints a checkpoint's architecture, position (epoch, step), every tensor with\n"
             "its shape and element count, parameter totals, the per-layer table (weight and\n"
             "input method, bits, granularity, parameters, bytes, scales or learned step\n"
             "sizes; the model size at those bits against FP32) and the effective config\n"
-            "it was trained with (omitted with --no-config).\n");
+            "it was trained with (omitted with --no-config).\n"
+            "\n"
+            "  --codebook LAYER --png OUT.png   for an ADQ layer (e.g. layer3.0.conv1): a\n"
+            "                   histogram of its weights with its codebook levels after\n"
+            "                   training and at initialisation (recomputed from the run's\n"
+            "                   init.checkpoint), written as a PNG; the codes are printed\n");
 }
 
 static void to_stdout(nb_log_level level, const char *msg, void *user) {
@@ -47,12 +52,15 @@ static long numel_of(const nb_ckpt_tensor *t) {
 }
 
 int nb_cmd_inspect(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *codebook = NULL, *png = NULL;
     int show_config = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             inspect_usage(stdout);
             return 0;
+        } else if ((!strcmp(argv[i], "--codebook") || !strcmp(argv[i], "--png")) && i + 1 < argc) {
+            *(argv[i][2] == 'c' ? &codebook : &png) = argv[i + 1];
+            i++;
         } else if (!strcmp(argv[i], "--no-config")) {
             show_config = 0;
         } else if (argv[i][0] == '-') {
@@ -69,6 +77,10 @@ int nb_cmd_inspect(int argc, char **argv) {
     if (!path) {
         fprintf(stderr, "nibble inspect: expected one CHECKPOINT.h5\n");
         inspect_usage(stderr);
+        return 2;
+    }
+    if (!codebook != !png) {
+        fprintf(stderr, "nibble inspect: --codebook LAYER and --png OUT.png go together\n");
         return 2;
     }
     char *json = NULL, arch[32];
@@ -112,6 +124,16 @@ int nb_cmd_inspect(int argc, char **argv) {
                                                                     !strcmp(ts[i].name, "model/features.0.conv.weight")))
             chan = &ts[i].shape[1];
     layer_table(path, chan);
+    if (codebook) {
+        printf("\n");
+        st = nb_inspect_codebook(path, chan ? (int)*chan : 3, codebook, png);
+        if (st != NB_OK) {
+            fprintf(stderr, "nibble inspect: %s\n", nb_last_error());
+            nb_free(json);
+            nb_free(ts);
+            return nb_cli_exit_code(st);
+        }
+    }
     if (show_config && json) printf("\nconfig:\n%s\n", json);
     nb_free(json);
     nb_free(ts);

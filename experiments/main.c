@@ -17,6 +17,7 @@ static const command commands[] = {
     {"ptq", nb_cmd_ptq, "post-training quantization of an FP32 checkpoint (calibrate, evaluate, save)"},
     {"eval", nb_cmd_eval, "evaluate a checkpoint: top-1, top-5, loss"},
     {"inspect", nb_cmd_inspect, "list what a checkpoint holds"},
+    {"sensitivity", nb_cmd_sensitivity, "per-layer sensitivity to weight bits of an FP32 checkpoint (JSON, heat map)"},
     {"allocate", nb_cmd_allocate, "mixed-precision bit widths per layer from a sensitivity file (JSON bitmap)"},
     {"bench", nb_cmd_bench, "measure training and inference throughput of a model"},
     {"data", nb_cmd_data, "import, inspect and check datasets (HDF5)"},
@@ -25,7 +26,7 @@ static const command commands[] = {
 static void usage(FILE *f) {
     fprintf(f, "usage: nibble COMMAND [ARGS...]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n`nibble COMMAND --help` describes each command.\n");
 }
 

@@ -12,6 +12,10 @@ int nb_cmd_ptq(int argc, char **argv);
 int nb_cmd_eval(int argc, char **argv);
 int nb_cmd_inspect(int argc, char **argv);
 int nb_cmd_allocate(int argc, char **argv);
+int nb_cmd_sensitivity(int argc, char **argv);
+/* inspect --codebook: the histogram of an ADQ layer's weights with its
+ * codebook at init and after training, as a PNG. */
+nb_status nb_inspect_codebook(const char *path, int in_channels, const char *layer, const char *png);
 
 /* Parse the value of an integer flag in [lo, hi]; on a bad value print
  * "nibble CMD: FLAG expects an integer in LO..HI, got 'S'" and return 0. */

@@ -25,14 +25,17 @@ typedef struct {
 enum { GRAD_N_EXAMPLE = 0, GRAD_N_BATCH, GRAD_N_NONE, GRAD_N_COUNT };
 static const char *const grad_n_names[GRAD_N_COUNT] = {"example", "batch", "none"};
 
-static const char *const method_names[NB_QM_COUNT] = {"none", "uniform", "binary", "ternary", "lsq", "lsq+", "pact", "adq"};
+static const char *const method_names[NB_QM_COUNT] = {"none",     "uniform", "binary", "ternary", "lsq",
+                                                      "lsq+",     "pact",    "adq",    "n2uq"};
 static const char *const cb_init_names[NB_CB_INIT_COUNT] = {"quantile", "uniform", "kmeans"};
 static const char *const gran_names[NB_QG_COUNT] = {"tensor", "channel", "group"};
 
 const char *nb_qmethod_name(nb_qmethod m) { return (unsigned)m < NB_QM_COUNT ? method_names[m] : NULL; }
 const char *nb_qgran_name(nb_qgran g) { return (unsigned)g < NB_QG_COUNT ? gran_names[g] : NULL; }
 
-int nb_qmethod_learned(nb_qmethod m) { return m == NB_QM_LSQ || m == NB_QM_LSQ_PLUS || m == NB_QM_PACT; }
+int nb_qmethod_learned(nb_qmethod m) {
+    return m == NB_QM_LSQ || m == NB_QM_LSQ_PLUS || m == NB_QM_PACT || m == NB_QM_N2UQ;
+}
 
 static int index_of(const char *const *names, int n, const char *s) {
     for (int i = 0; i < n; i++)
@@ -118,7 +121,8 @@ static nb_status check_side(const side_cfg *c, const char *layer, const char *si
         return nb_set_error(NB_STATUS_BAD_INPUT,
                             "quant: %s %s: method \"%s\" needs 2..8 bits, got %d (1 bit: method "
                             "\"binary\")", layer, side, method_names[c->method], c->bits);
-    if ((c->method == NB_QM_LSQ_PLUS || c->method == NB_QM_PACT) && strcmp(side, "weight") == 0)
+    if ((c->method == NB_QM_LSQ_PLUS || c->method == NB_QM_PACT || c->method == NB_QM_N2UQ) &&
+        strcmp(side, "weight") == 0)
         return nb_set_error(NB_STATUS_BAD_INPUT,
                             "quant: %s weight: method \"%s\" is for activations only (weights: \"lsq\" or "
                             "\"uniform\")", layer, method_names[c->method]);
@@ -161,6 +165,8 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
             w->bits = fixed;
         }
         if (a->method != NB_QM_NONE) a->bits = fixed;
+        /* N2UQ's levels are unsigned: the image input stays LSQ */
+        if (a->method == NB_QM_N2UQ && !mod->input_nonneg) a->method = NB_QM_LSQ;
     }
     for (int i = 0; i < p->n_rules; i++) {
         const nb_qrule *r = &p->rules[i];
@@ -179,6 +185,9 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
         if (r->group_size) w->group_size = r->group_size;
     }
     if ((st = check_side(w, mod->name, "weight")) != NB_OK) return st;
+    if (a->method == NB_QM_N2UQ && !mod->input_nonneg)
+        return nb_set_error(NB_STATUS_BAD_INPUT, "quant: %s input: method \"n2uq\" quantizes non-negative inputs (after "
+                            "a ReLU) to unsigned levels, but this layer's input is signed", mod->name);
     return check_side(a, mod->name, "input");
 }
 
@@ -236,7 +245,10 @@ static void lsq_weight_init(nb_quantizer *q, const float *w) {
  * level (our choice: the paper starts from a constant). Non-finite data
  * give a NaN step, which the NaN guard then reports. */
 static void learned_act_init(nb_quantizer *q, const float *x, size_t n) {
-    if (q->method == NB_QM_LSQ) {
+    if (q->method == NB_QM_N2UQ) {
+        nb_n2uq_init(q->qmax, x, n, q->t0->data, q->intervals->data, q->step->data); /* as LSQ's s0 */
+        q->scale[0] = q->step->data[0];
+    } else if (q->method == NB_QM_LSQ) {
         q->step->data[0] = lsq_init_step(x, n, q->qmax);
     } else {
         nb_observer_opts o = nb_observer_opts_default(NB_OBS_MSE);
@@ -344,7 +356,8 @@ static nb_lsq_act act_lsq(const nb_quantizer *q, const nb_tensor *x) {
  * pass that quantizes. */
 static int input_as_lsq(void *state, const nb_tensor *x, nb_pass pass, nb_lsq_act *aq) {
     const nb_quantizer *q = state;
-    if ((pass != NB_PASS_TRAIN && pass != NB_PASS_EVAL) || !nb_qmethod_learned(q->method) || q->ready[0] == 0.0f)
+    if ((pass != NB_PASS_TRAIN && pass != NB_PASS_EVAL) || !nb_qmethod_learned(q->method) || q->method == NB_QM_N2UQ ||
+        q->ready[0] == 0.0f)
         return 0;
     *aq = act_lsq(q, x);
     return 1;
@@ -375,6 +388,10 @@ static nb_tensor *input_hook(void *state, nb_tape *t, nb_tensor *x, nb_pass pass
     }
     if (learned) {
         if (q->ready[0] == 0.0f) learned_act_init(q, x->data, x->numel); /* no calibration pass: this batch */
+        if (q->method == NB_QM_N2UQ) {
+            const nb_n2uq_args a = {q->qmax, q->t0, q->intervals, q->step, act_grad_scale(q, x)};
+            return nb_n2uq(t, x, &a);
+        }
         const nb_lsq_act d = act_lsq(q, x);
         const nb_lsq_args a = {d.kind, {1, x->numel, x->numel}, d.step, d.offset, d.qmin, d.qmax, d.grad_scale};
         return nb_lsq(t, x, &a);
@@ -445,6 +462,16 @@ static nb_status after_load(void *owner) {
             nb_status st = adq_check(q);
             if (st != NB_OK) return st;
         }
+        if (q->method == NB_QM_N2UQ && q->ready[0] != 0.0f) {
+            if (!isfinite(q->t0->data[0]))
+                return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/threshold = %g is not finite", q->name,
+                                    (double)q->t0->data[0]);
+            for (size_t k = 0; k < q->intervals->numel; k++)
+                if (!(q->intervals->data[k] > 0.0f) || !isfinite(q->intervals->data[k]))
+                    return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/intervals[%zu] = %g is not a positive width",
+                                        q->name, k, (double)q->intervals->data[k]);
+            q->scale[0] = q->step->data[0];
+        }
         for (int k = 0; k < q->n_scales && q->offset && q->ready[0] != 0.0f; k++)
             if (!isfinite(q->offset->data[k]))
                 return nb_set_error(NB_STATUS_BAD_INPUT, "/quant/%s/offset[%d] = %g is not finite", q->name, k,
@@ -464,11 +491,31 @@ static nb_status after_load(void *owner) {
  * the run (NB_STATUS_NUMERIC naming the quantizer); steps are kept >=
  * quant.min_step (PACT: α >= min_step·qmax), since a step at or below 0
  * breaks the quantizer (a known LSQ failure). */
+/* N2UQ: a non-finite threshold stops the run; widths are kept >= min_step
+ * (the thresholds stay increasing). */
+static nb_status n2uq_after_step(nb_quantizer *q, float min_step) {
+    if (!isfinite(q->t0->data[0]))
+        return nb_set_error(NB_STATUS_NUMERIC, "the first threshold of quantizer %s (/quant/%s/threshold) is %g", q->name,
+                            q->name, (double)q->t0->data[0]);
+    for (size_t k = 0; k < q->intervals->numel; k++) {
+        float *a = &q->intervals->data[k];
+        if (!isfinite(*a))
+            return nb_set_error(NB_STATUS_NUMERIC, "the interval width of quantizer %s (/quant/%s/intervals[%zu]) is %g",
+                                q->name, q->name, k, (double)*a);
+        if (*a < min_step) *a = min_step;
+    }
+    return NB_OK;
+}
+
 static nb_status after_step(void *owner) {
     qstate *qs = owner;
     for (int i = 0; i < qs->n; i++) {
         nb_quantizer *q = &qs->q[i];
         if (q->method == NB_QM_ADQ) adq_after_step(q, &qs->policy.adq);
+        if (q->method == NB_QM_N2UQ) {
+            nb_status st = n2uq_after_step(q, qs->policy.min_step);
+            if (st != NB_OK) return st;
+        }
         if (!q->step) continue;
         const int pact = q->method == NB_QM_PACT;
         const float floor = pact ? qs->policy.min_step * (float)q->qmax : qs->policy.min_step;
@@ -620,7 +667,7 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
             nb_quantizer *q = &qs->q[qs->n];
             first[qs->n++] = qs->ext.n_entries;
             setup_quantizer(q, mod, w, w ? &cw[i] : &ca[i], p);
-            const int lsq_scale = q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS ||
+            const int lsq_scale = q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS || q->method == NB_QM_N2UQ ||
                                   (q->method == NB_QM_ADQ && p->adq.learn_scale);
             nb_entry *e[8] = {add_entry(qs, q->name, "scale", q->n_scales, 0, lsq_scale ? NB_ENTRY_PARAM : NB_ENTRY_BUFFER),
                               add_entry(qs, q->name, "zero_point", q->n_scales, 0, NB_ENTRY_BUFFER),
@@ -629,6 +676,10 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
             int ne = 4;
             if (q->method == NB_QM_LSQ_PLUS) e[ne++] = add_entry(qs, q->name, "offset", q->n_scales, 0, NB_ENTRY_PARAM);
             if (q->method == NB_QM_PACT) e[ne++] = add_entry(qs, q->name, "alpha", q->n_scales, 0, NB_ENTRY_PARAM);
+            if (q->method == NB_QM_N2UQ) {
+                e[ne++] = add_entry(qs, q->name, "threshold", 1, 0, NB_ENTRY_PARAM);
+                e[ne++] = add_entry(qs, q->name, "intervals", q->qmax - 1, 0, NB_ENTRY_PARAM);
+            }
             if (q->method == NB_QM_ADQ) {
                 const int ncb = q->L.rows * q->ncodes;
                 e[ne++] = add_entry(qs, q->name, "codebook", ncb, 0, NB_ENTRY_BUFFER);
@@ -683,6 +734,11 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
         if (q->method == NB_QM_LSQ || q->method == NB_QM_LSQ_PLUS) q->step = e[0].t;
         if (q->method == NB_QM_LSQ_PLUS) q->offset = e[4].t;
         if (q->method == NB_QM_PACT) q->step = e[4].t;
+        if (q->method == NB_QM_N2UQ) {
+            q->step = e[0].t;
+            q->t0 = e[4].t;
+            q->intervals = e[5].t;
+        }
         if (q->method == NB_QM_ADQ) {
             if (p->adq.learn_scale) q->step = e[0].t;
             q->codebook = e[4].t->data;
@@ -748,6 +804,9 @@ nb_status nb_quant_calibrate_finish(nb_model *m) {
                 return nb_set_error(NB_STATUS_BAD_INPUT,
                                     "calibration: %s saw no data (no forward pass in calibration mode)", q->name);
             }
+            for (size_t k = 0; q->intervals && k < q->intervals->numel; k++)
+                if (!isfinite(q->intervals->data[k]) || !isfinite(q->t0->data[0]))
+                    return nb_set_error(NB_STATUS_NUMERIC, "calibration: %s: the activations are not finite", q->name);
             for (int k = 0; k < q->n_scales; k++)
                 if (!isfinite(q->step->data[k]) || (q->offset && !isfinite(q->offset->data[k])))
                     return nb_set_error(NB_STATUS_NUMERIC, "calibration: %s: the %s are not finite", q->name,

@@ -317,6 +317,7 @@ typedef enum {
     NB_QM_LSQ_PLUS,  /* learned step size and offset (activations) */
     NB_QM_PACT,      /* learned clipping level (activations) */
     NB_QM_ADQ,       /* codebook weights with EMA adaptation */
+    NB_QM_N2UQ,      /* learned thresholds onto a uniform output grid (activations) */
     NB_QM_COUNT
 } nb_qmethod;
 
@@ -361,10 +362,13 @@ typedef struct nb_quantizer {
     nb_cb_spec cb;
     int ncodes;
     float *codebook, *ema_count, *ema_sum, *ema_step;
+    /* n2uq: the first threshold ("threshold", 1) and the interval widths
+     * ("intervals", qmax - 1), trained; step is the output scale "scale" */
+    nb_tensor *t0, *intervals;
 } nb_quantizer;
 
-/* Whether method m trains its quantizer parameters (lsq, lsq+, pact; adq's
- * optional global scale is not counted here). */
+/* Whether method m trains its quantizer parameters (lsq, lsq+, pact, n2uq;
+ * adq's optional global scale is not counted here). */
 int nb_qmethod_learned(nb_qmethod m);
 
 /* Wrap every conv/linear module of m per p (weights through weight_hook,

@@ -497,6 +497,7 @@ START_TEST(test_adq_policy_errors) {
         {"adq", "lsq", "tensor", "median", 3, "quant.adq.init: unknown \"median\""},
         {"adq", "lsq", "tensor", "quantile", 9, "needs 1..8 bits, got 9"},
         {"uniform", "lsq", "tensor", "quantile", 1, "needs 2..8 bits, got 1"},
+        {"n2uq", "lsq", "tensor", "quantile", 3, "method \"n2uq\" is for activations only"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nb_model *m = smallcnn();
@@ -510,6 +511,47 @@ START_TEST(test_adq_policy_errors) {
         ck_assert_ptr_null(m->quant);
         nb_model_free(m);
     }
+}
+END_TEST
+
+/* N2UQ activations in a model: the image input stays LSQ, the rest get
+ * thresholds from the first batch (LSQ's grid), widths kept positive and a
+ * non-finite threshold stopping the run; a signed input is refused when
+ * first/last layers are not fixed. */
+START_TEST(test_n2uq_in_model) {
+    nb_model *m = smallcnn();
+    nb_quant_policy p;
+    adq_policy(&p, "tensor", 3, 1);
+    strcpy(p.activations.method, "n2uq");
+    p.activations.bits = 3;
+    ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
+    ck_assert(find(m, "features.0.conv.input")->method == NB_QM_LSQ);
+    nb_quantizer *q = find(m, "features.1.conv.input");
+    ck_assert(q->method == NB_QM_N2UQ && q->qmin == 0 && q->qmax == 7 && q->intervals->numel == 6);
+    ck_assert(nb_quant_learned(m) && !nb_quant_needs_observers(m));
+    calibrate_and_step(m, 0);
+    const float s0 = q->step->data[0];
+    ck_assert(s0 > 0.0f && q->t0->data[0] == s0 / 2 && q->intervals->data[5] == s0 && q->scale[0] == s0);
+    calibrate_and_step(m, 2);
+    q->intervals->data[2] = -1.0f;
+    ck_assert_int_eq(m->quant->after_step(m->quant->owner), NB_OK);
+    ck_assert(q->intervals->data[2] == 1e-8f);
+    q->t0->data[0] = NAN;
+    ck_assert_int_eq(m->quant->after_step(m->quant->owner), NB_STATUS_NUMERIC);
+    ck_assert_msg(strstr(nb_last_error(), "first threshold of quantizer features.1.conv.input"), "%s", nb_last_error());
+    q->t0->data[0] = 0.1f;
+    q->intervals->data[0] = 0.0f;
+    ck_assert_int_eq(m->quant->after_load(m->quant->owner), NB_STATUS_BAD_INPUT);
+    ck_assert_msg(strstr(nb_last_error(), "intervals[0] = 0 is not a positive width"), "%s", nb_last_error());
+    nb_model_free(m);
+    m = smallcnn();
+    adq_policy(&p, "tensor", 3, 1);
+    strcpy(p.activations.method, "n2uq");
+    p.first_bits = 0;
+    ck_assert_int_eq(nb_quant_attach(m, &p), NB_STATUS_BAD_INPUT);
+    ck_assert_msg(strstr(nb_last_error(), "features.0.conv input: method \"n2uq\" quantizes non-negative inputs"), "%s",
+                  nb_last_error());
+    nb_model_free(m);
 }
 END_TEST
 
@@ -528,6 +570,7 @@ int main(void) {
     tcase_add_test(tc, test_adq_ema_schedule);
     tcase_add_test(tc, test_adq_corrupt_state);
     tcase_add_test(tc, test_adq_policy_errors);
+    tcase_add_test(tc, test_n2uq_in_model);
     suite_add_tcase(s, tc);
     return nb_test_run(s);
 }

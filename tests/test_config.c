@@ -317,7 +317,7 @@ START_TEST(test_quant_keys) {
               "t.json: quant.weights.method: expected one of \"none\", \"uniform\", \"binary\", \"ternary\", \"lsq\", \"adq\", got "
               "\"unifrom\" (did you mean \"uniform\"?)");
     parse_err(WITH_QUANT("{\"activations\": {\"method\": \"binary\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
-              "t.json: quant.activations.method: expected one of \"none\", \"uniform\", \"lsq\", \"lsq+\", \"pact\", got \"binary\"");
+              "t.json: quant.activations.method: expected one of \"none\", \"uniform\", \"lsq\", \"lsq+\", \"pact\", \"n2uq\", got \"binary\"");
     parse_err(WITH_QUANT("{\"weights\": {\"observr\": \"mse\"}}"), NULL, 0, NB_STATUS_BAD_INPUT,
               "t.json: quant.weights.observr: unknown key (did you mean \"observer\"?)");
     parse_err(WITH_QUANT("{\"layers\": {\"fc\": {\"weight_bit\": 2}}}"), NULL, 0, NB_STATUS_BAD_INPUT,

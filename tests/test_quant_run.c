@@ -50,11 +50,12 @@ static const char *lsq_sets[] = {"quant.weights.method=\"lsq\"", "quant.weights.
                                  "quant.lr_scale=2", NULL};
 
 /* ADQ codebooks per output channel, asymmetric, with a learned global scale
- * and EMA every 2 steps after 3 (all the codebook state), N2UQ-free */
+ * and EMA every 2 steps after 3 (all the codebook state), N2UQ activations
+ * (thresholds, widths, output scale) */
 static const char *adq_sets[] = {"quant.weights.method=\"adq\"", "quant.weights.bits=2",
                                  "quant.weights.symmetric=false", "quant.weights.granularity=\"channel\"",
                                  "quant.adq.learn_scale=true", "quant.adq.ema_period=2", "quant.adq.ema_warmup=3",
-                                 "quant.adq.init=\"kmeans\"", "quant.activations.method=\"lsq\"",
+                                 "quant.adq.init=\"kmeans\"", "quant.activations.method=\"n2uq\"",
                                  "quant.activations.bits=3", NULL};
 
 /* Trains the tiny config with the sets qs (NULL-terminated) into tmp/dir. */
@@ -303,6 +304,91 @@ START_TEST(test_ptq_bad_input) {
 }
 END_TEST
 
+
+/* The ADQ pipeline through the CLI: sensitivity (three metrics) of an FP32
+ * checkpoint -> allocate -> a bitmap-driven ADQ run with N2UQ activations
+ * -> inspect --codebook; and the commands' bad input (exit 2, nothing
+ * written). */
+START_TEST(test_adq_cli) {
+    char args[4096], out[1 << 16];
+    write_file("fp.json", base_json);
+    snprintf(args, sizeof args, "train %s --set output.dir=%s --set train.epochs=1 --set data.train_count=100",
+             tmp("fp.json"), tmp("fp_adq"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    char fp_ckpt[700];
+    snprintf(fp_ckpt, sizeof fp_ckpt, "%s/last.h5", tmp("fp_adq"));
+    const char *adq = write_file("adq.json", "{\"extends\": \"fp.json\", \"quant\": {\"weights\": {\"method\": "
+                                             "\"adq\", \"bits\": 3, \"granularity\": \"tensor\"}, \"activations\": "
+                                             "{\"method\": \"n2uq\", \"bits\": 3}}, \"train\": {\"epochs\": 1}, "
+                                             "\"data\": {\"train_count\": 100}}");
+    const char *metrics[3] = {"hessian", "fisher", "loss_delta"};
+    for (int k = 0; k < 3; k++) {
+        char js[64], png[64];
+        snprintf(js, sizeof js, "sens_%s.json", metrics[k]);
+        snprintf(png, sizeof png, "sens_%s.png", metrics[k]);
+        snprintf(args, sizeof args,
+                 "sensitivity %s --checkpoint %s --metric %s --set sensitivity.samples=3 --set sensitivity.batches=2 "
+                 "--set sensitivity.batch_size=20 -o %s",
+                 adq, fp_ckpt, metrics[k], tmp(js));
+        ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+        ck_assert_msg(exists(tmp(png)), "no heat map %s: %s", tmp(png), out);
+        FILE *f = fopen(tmp(js), "r");
+        char text[1 << 15];
+        const size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = 0;
+        ck_assert_msg(strstr(text, "\"nibble-sensitivity-1\"") && strstr(text, "\"features.1.conv\"") &&
+                          strstr(text, "\"first\"") && strstr(text, "\"omega\"") && strstr(text, metrics[k]),
+                      "%s", text);
+    }
+    /* the hessian table drives the allocator; its bitmap drives a run */
+    snprintf(args, sizeof args, "allocate %s --avg-bits 2.5 -o %s", tmp("sens_hessian.json"), tmp("alloc.json"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    snprintf(args, sizeof args, "train %s --set init.checkpoint=%s --set quant.bitmap=\"%s\" --set output.dir=%s", adq,
+             fp_ckpt, tmp("alloc.json"), tmp("adq_run"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "n2uq 3 unsigned") && strstr(out, "codebook features.1.conv.weight"), "%s", out);
+    char ck[700], png[700];
+    snprintf(ck, sizeof ck, "%s/last.h5", tmp("adq_run"));
+    snprintf(png, sizeof png, "%s/cb.png", tmp("adq_run"));
+    snprintf(args, sizeof args, "inspect %s --no-config --codebook features.1.conv --png %s", ck, png);
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(exists(png) && strstr(out, "at init:") && strstr(out, "trained:"), "%s", out);
+    /* a layer without a codebook, a lone --png */
+    snprintf(args, sizeof args, "inspect %s --codebook fc --png %s/x.png", ck, tmp("adq_run"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "--codebook fc:") && strstr(out, "codebook weight quantizer"), "%s", out);
+    snprintf(args, sizeof args, "inspect %s --png %s/x.png", ck, tmp("adq_run"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    /* sensitivity's bad input */
+    struct {
+        const char *args, *msg;
+    } bad[] = {
+        {"--candidates 4,3", "--candidates expects ascending bit widths"},
+        {"--candidates 2,x", "--candidates expects ascending bit widths"},
+        {"--metric hutchinson", "sensitivity.metric"},
+        {"--checkpoint /nonexistent.h5", "/nonexistent.h5"},
+        {"--set sensitivity.samples=0", "sensitivity.samples"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(args, sizeof args, "sensitivity %s %s -o %s/s%zu.json", adq, bad[i].args, tmp("sens_bad"), i);
+        if (!strstr(bad[i].args, "--checkpoint")) {
+            char more[800];
+            snprintf(more, sizeof more, " --checkpoint %s", fp_ckpt);
+            strncat(args, more, sizeof args - strlen(args) - 1);
+        }
+        const int rc = cli(args, out, sizeof out);
+        ck_assert_msg(rc == 2 && strstr(out, bad[i].msg), "case %zu: exit %d: %s", i, rc, out);
+        ck_assert(!exists(tmp("sens_bad")));
+    }
+    /* 1 bit needs codebooks */
+    snprintf(args, sizeof args, "sensitivity %s --checkpoint %s --candidates 1,2 -o %s", tmp("fp.json"), fp_ckpt,
+             tmp("s1.json"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "1 bits needs quant.weights.method \"adq\""), "%s", out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("quant_run");
     TCase *tc = tcase_create("quant_run");
@@ -313,6 +399,7 @@ int main(void) {
     tcase_add_test(tc, test_lsq_nan_guard);
     tcase_add_test(tc, test_ptq_cli);
     tcase_add_test(tc, test_ptq_bad_input);
+    tcase_add_test(tc, test_adq_cli);
     suite_add_tcase(s, tc);
     return nb_test_run(s);
 }
