@@ -85,3 +85,23 @@ int nb_test_sh(const char *cmd, char *out, size_t n) {
     int st = pclose(f);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+nb_model *nb_test_smallcnn(void) {
+    nb_model_opts o = nb_model_opts_default();
+    o.num_classes = 10;
+    o.width = 8;
+    nb_rng r;
+    nb_rng_seed(&r, 11, 0);
+    nb_model *m = nb_model_build("smallcnn", &o, &r);
+    ck_assert_ptr_nonnull(m);
+    return m;
+}
+
+nb_quantizer *nb_test_quantizer(nb_model *m, const char *name) {
+    int n;
+    nb_quantizer *q = nb_quant_list(m, &n);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(q[i].name, name)) return &q[i];
+    ck_abort_msg("no quantizer %s", name);
+    return NULL;
+}

@@ -31,4 +31,11 @@ void nb_test_skip(const char *what, const char *why);
  * out (NUL-terminated, truncated to n) when out is not NULL. */
 int nb_test_sh(const char *cmd, char *out, size_t n);
 
+/* The quantization suites' small model: smallcnn, width 8, 10 classes,
+ * weights from seed 11 (aborts the test on failure). */
+nb_model *nb_test_smallcnn(void);
+/* The quantizer called name ("features.1.conv.weight") of m; aborts the
+ * test when there is none. */
+nb_quantizer *nb_test_quantizer(nb_model *m, const char *name);
+
 #endif

@@ -327,17 +327,6 @@ END_TEST
 
 /* ------------------------------------------------------ in a model */
 
-static nb_model *smallcnn(void) {
-    nb_model_opts o = nb_model_opts_default();
-    o.num_classes = 10;
-    o.width = 8;
-    nb_rng r;
-    nb_rng_seed(&r, 11, 0);
-    nb_model *m = nb_model_build("smallcnn", &o, &r);
-    ck_assert_ptr_nonnull(m);
-    return m;
-}
-
 static void adq_policy(nb_quant_policy *p, const char *gran, int bits, int symmetric) {
     nb_quant_policy_default(p);
     strcpy(p->weights.method, "adq");
@@ -346,15 +335,6 @@ static void adq_policy(nb_quant_policy *p, const char *gran, int bits, int symme
     p->weights.symmetric = symmetric;
     strcpy(p->activations.method, "lsq");
     p->activations.bits = 4;
-}
-
-static nb_quantizer *find(nb_model *m, const char *name) {
-    int n;
-    nb_quantizer *q = nb_quant_list(m, &n);
-    for (int i = 0; i < n; i++)
-        if (!strcmp(q[i].name, name)) return &q[i];
-    ck_abort_msg("no quantizer %s", name);
-    return NULL;
 }
 
 /* A calibration forward and one SGD training step on a random batch. */
@@ -388,16 +368,16 @@ START_TEST(test_adq_in_model) {
     const char *grans[2] = {"tensor", "channel"};
     for (int gi = 0; gi < 2; gi++)
         for (int sym = 0; sym < 2; sym++) {
-            nb_model *m = smallcnn();
+            nb_model *m = nb_test_smallcnn();
             nb_quant_policy p;
             adq_policy(&p, grans[gi], 2, sym);
             ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
-            nb_quantizer *q = find(m, "features.1.conv.weight");
+            nb_quantizer *q = nb_test_quantizer(m, "features.1.conv.weight");
             const nb_tensor *w = nb_module_weight(q->mod);
             ck_assert(q->method == NB_QM_ADQ && q->ncodes == (sym ? 3 : 4) && q->L.rows == (gi ? w->shape[0] : 1));
             ck_assert(q->qmin == 0 && q->qmax == q->ncodes - 1);
             /* the first and last layers are uniform 8-bit */
-            ck_assert(find(m, "features.0.conv.weight")->method == NB_QM_UNIFORM);
+            ck_assert(nb_test_quantizer(m, "features.0.conv.weight")->method == NB_QM_UNIFORM);
             float before[64 * 16];
             calibrate_and_step(m, 0);
             ck_assert(q->ready[0] == 1.0f && q->ema_step[0] == 0.0f);
@@ -425,12 +405,12 @@ END_TEST
 
 /* EMA off, warm-up and period: codebooks move only on the steps they should. */
 START_TEST(test_adq_ema_schedule) {
-    nb_model *m = smallcnn();
+    nb_model *m = nb_test_smallcnn();
     nb_quant_policy p;
     adq_policy(&p, "tensor", 3, 1);
     p.adq.ema = 0;
     ck_assert(nb_quant_attach(m, &p) == NB_OK);
-    nb_quantizer *q = find(m, "features.1.conv.weight");
+    nb_quantizer *q = nb_test_quantizer(m, "features.1.conv.weight");
     calibrate_and_step(m, 0);
     float c0[7];
     memcpy(c0, q->codebook, sizeof c0);
@@ -438,12 +418,12 @@ START_TEST(test_adq_ema_schedule) {
     ck_assert(!memcmp(c0, q->codebook, sizeof c0) && q->ema_step[0] == 0.0f);
     nb_model_free(m);
 
-    m = smallcnn();
+    m = nb_test_smallcnn();
     adq_policy(&p, "tensor", 3, 1);
     p.adq.ema_warmup = 2;
     p.adq.ema_period = 3;
     ck_assert(nb_quant_attach(m, &p) == NB_OK);
-    q = find(m, "features.1.conv.weight");
+    q = nb_test_quantizer(m, "features.1.conv.weight");
     calibrate_and_step(m, 0);
     /* updates at steps 5, 8, ...: after 4 steps still the initial codebook */
     memcpy(c0, q->codebook, sizeof c0);
@@ -457,11 +437,11 @@ START_TEST(test_adq_ema_schedule) {
 END_TEST
 
 START_TEST(test_adq_corrupt_state) {
-    nb_model *m = smallcnn();
+    nb_model *m = nb_test_smallcnn();
     nb_quant_policy p;
     adq_policy(&p, "tensor", 3, 1);
     ck_assert(nb_quant_attach(m, &p) == NB_OK);
-    nb_quantizer *q = find(m, "features.1.conv.weight");
+    nb_quantizer *q = nb_test_quantizer(m, "features.1.conv.weight");
     calibrate_and_step(m, 0);
     ck_assert_int_eq(m->quant->after_load(m->quant->owner), NB_OK);
     const float keep = q->codebook[1];
@@ -500,7 +480,7 @@ START_TEST(test_adq_policy_errors) {
         {"n2uq", "lsq", "tensor", "quantile", 3, "method \"n2uq\" is for activations only"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        nb_model *m = smallcnn();
+        nb_model *m = nb_test_smallcnn();
         nb_quant_policy p;
         adq_policy(&p, cases[i].gran, cases[i].bits, 1);
         strcpy(p.weights.method, cases[i].wm);
@@ -519,14 +499,14 @@ END_TEST
  * non-finite threshold stopping the run; a signed input is refused when
  * first/last layers are not fixed. */
 START_TEST(test_n2uq_in_model) {
-    nb_model *m = smallcnn();
+    nb_model *m = nb_test_smallcnn();
     nb_quant_policy p;
     adq_policy(&p, "tensor", 3, 1);
     strcpy(p.activations.method, "n2uq");
     p.activations.bits = 3;
     ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
-    ck_assert(find(m, "features.0.conv.input")->method == NB_QM_LSQ);
-    nb_quantizer *q = find(m, "features.1.conv.input");
+    ck_assert(nb_test_quantizer(m, "features.0.conv.input")->method == NB_QM_LSQ);
+    nb_quantizer *q = nb_test_quantizer(m, "features.1.conv.input");
     ck_assert(q->method == NB_QM_N2UQ && q->qmin == 0 && q->qmax == 7 && q->intervals->numel == 6);
     ck_assert(nb_quant_learned(m) && !nb_quant_needs_observers(m));
     calibrate_and_step(m, 0);
@@ -544,7 +524,7 @@ START_TEST(test_n2uq_in_model) {
     ck_assert_int_eq(m->quant->after_load(m->quant->owner), NB_STATUS_BAD_INPUT);
     ck_assert_msg(strstr(nb_last_error(), "intervals[0] = 0 is not a positive width"), "%s", nb_last_error());
     nb_model_free(m);
-    m = smallcnn();
+    m = nb_test_smallcnn();
     adq_policy(&p, "tensor", 3, 1);
     strcpy(p.activations.method, "n2uq");
     p.first_bits = 0;

@@ -172,17 +172,6 @@ START_TEST(test_lsq_threads) {
 }
 END_TEST
 
-static nb_model *smallcnn(void) {
-    nb_model_opts o = nb_model_opts_default();
-    o.num_classes = 10;
-    o.width = 8;
-    nb_rng r;
-    nb_rng_seed(&r, 11, 0);
-    nb_model *m = nb_model_build("smallcnn", &o, &r);
-    ck_assert_ptr_nonnull(m);
-    return m;
-}
-
 static void lsq_policy(nb_quant_policy *p, const char *wg, const char *act) {
     nb_quant_policy_default(p);
     strcpy(p->weights.method, "lsq");
@@ -190,15 +179,6 @@ static void lsq_policy(nb_quant_policy *p, const char *wg, const char *act) {
     p->weights.bits = 4;
     strcpy(p->activations.method, act);
     p->activations.bits = 4;
-}
-
-static nb_quantizer *find(nb_model *m, const char *name) {
-    int n;
-    nb_quantizer *q = nb_quant_list(m, &n);
-    for (int i = 0; i < n; i++)
-        if (!strcmp(q[i].name, name)) return &q[i];
-    ck_abort_msg("no quantizer %s", name);
-    return NULL;
 }
 
 /* One calibration forward of the batch x (N, 3, 32, 32). */
@@ -213,7 +193,7 @@ static void calibrate(nb_model *m, nb_tensor *x) {
 
 START_TEST(test_lsq_init) {
     for (int pc = 0; pc < 2; pc++) {
-        nb_model *m = smallcnn();
+        nb_model *m = nb_test_smallcnn();
         nb_quant_policy p;
         lsq_policy(&p, pc ? "channel" : "tensor", "lsq");
         ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
@@ -226,7 +206,7 @@ START_TEST(test_lsq_init) {
         calibrate(m, x2); /* [paper]: the first batch only */
         ck_assert_msg(nb_quant_calibrate_finish(m) == NB_OK, "%s", nb_last_error());
         /* the image input of the first conv (8 bits signed: Qp = 127) */
-        nb_quantizer *qi = find(m, "features.0.conv.input");
+        nb_quantizer *qi = nb_test_quantizer(m, "features.0.conv.input");
         double sum = 0.0;
         for (size_t i = 0; i < x->numel; i++) sum += fabs((double)x->data[i]);
         const double want_in = 2.0 * (sum / (double)x->numel) / sqrt(127.0);
@@ -234,7 +214,7 @@ START_TEST(test_lsq_init) {
                       (double)qi->scale[0], want_in);
         ck_assert(qi->step->data == qi->scale && qi->ready[0] == 1.0f);
         /* a 4-bit weight: Qp = 7, per tensor or per output channel */
-        nb_quantizer *qw = find(m, "features.1.conv.weight");
+        nb_quantizer *qw = nb_test_quantizer(m, "features.1.conv.weight");
         const nb_tensor *w = nb_module_weight(qw->mod);
         const int rows = pc ? w->shape[0] : 1;
         const size_t K = w->numel / (size_t)rows;
@@ -261,7 +241,7 @@ END_TEST
 START_TEST(test_lsq_plus_pact_init) {
     const char *acts[2] = {"lsq+", "pact"};
     for (int k = 0; k < 2; k++) {
-        nb_model *m = smallcnn();
+        nb_model *m = nb_test_smallcnn();
         nb_quant_policy p;
         lsq_policy(&p, "tensor", acts[k]);
         ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
@@ -271,7 +251,7 @@ START_TEST(test_lsq_plus_pact_init) {
         nb_tensor_fill_normal(x, &r, 0.5f, 1.0f);
         calibrate(m, x);
         ck_assert_msg(nb_quant_calibrate_finish(m) == NB_OK, "%s", nb_last_error());
-        nb_quantizer *q = find(m, "features.0.conv.input");
+        nb_quantizer *q = nb_test_quantizer(m, "features.0.conv.input");
         nb_observer_opts o = nb_observer_opts_default(NB_OBS_MSE);
         float lo, hi;
         ck_assert_int_eq(nb_observe_range(&o, &q->spec, x->data, x->numel, &lo, &hi), NB_OK);
@@ -294,12 +274,12 @@ END_TEST
  * error naming the quantizer; the learned parameters are in the ext's
  * param block with their gradients. */
 START_TEST(test_lsq_after_step) {
-    nb_model *m = smallcnn();
+    nb_model *m = nb_test_smallcnn();
     nb_quant_policy p;
     lsq_policy(&p, "channel", "pact");
     ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
     ck_assert_ptr_nonnull(m->quant->after_step);
-    nb_quantizer *qw = find(m, "features.1.conv.weight"), *qa = find(m, "features.1.conv.input");
+    nb_quantizer *qw = nb_test_quantizer(m, "features.1.conv.weight"), *qa = nb_test_quantizer(m, "features.1.conv.input");
     ck_assert(qw->step->grad >= m->quant->param_grad && qw->step->grad < m->quant->param_grad + m->quant->n_param_floats);
     /* a large negative step (an SGD update with a large positive gradient) */
     qw->step->data[0] = 0.01f - 0.1f * 1e4f;
@@ -331,7 +311,7 @@ START_TEST(test_lsq_policy_errors) {
         {"lsq", "pact", 1, 0, "method \"pact\" is symmetric"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        nb_model *m = smallcnn();
+        nb_model *m = nb_test_smallcnn();
         nb_quant_policy p;
         lsq_policy(&p, "tensor", cases[i].am);
         strcpy(p.weights.method, cases[i].wm);
@@ -343,11 +323,11 @@ START_TEST(test_lsq_policy_errors) {
         nb_model_free(m);
     }
     /* lsq+ activations take the asymmetric [0, 2^b - 1] grid whatever symmetric says */
-    nb_model *m = smallcnn();
+    nb_model *m = nb_test_smallcnn();
     nb_quant_policy p;
     lsq_policy(&p, "tensor", "lsq+");
     ck_assert_int_eq(nb_quant_attach(m, &p), NB_OK);
-    nb_quantizer *q = find(m, "features.1.conv.input");
+    nb_quantizer *q = nb_test_quantizer(m, "features.1.conv.input");
     ck_assert(q->qmin == 0 && q->qmax == 15 && !q->spec.symmetric);
     ck_assert(nb_quant_learned(m) && !nb_quant_needs_observers(m));
     nb_model_free(m);

@@ -262,15 +262,6 @@ static void uniform_policy(nb_quant_policy *p, int wbits, int abits) {
     p->activations.bits = abits;
 }
 
-static const nb_quantizer *find(nb_model *m, const char *name) {
-    int n;
-    nb_quantizer *q = nb_quant_list(m, &n);
-    for (int i = 0; i < n; i++)
-        if (!strcmp(q[i].name, name)) return &q[i];
-    ck_abort_msg("no quantizer %s", name);
-    return NULL;
-}
-
 START_TEST(test_policy) {
     nb_model *m = resnet("resnet20", 1);
     nb_quant_policy p;
@@ -287,19 +278,19 @@ START_TEST(test_policy) {
     nb_quant_list(m, &n);
     ck_assert_int_eq(n, 2 * 20); /* 19 convs and fc, weight and input each */
     /* first and last layers 8 bits; the image is signed, ReLU outputs unsigned */
-    ck_assert_int_eq(find(m, "conv1.weight")->spec.bits, 8);
-    ck_assert_int_eq(find(m, "conv1.input")->qmin, -128);
-    ck_assert_int_eq(find(m, "fc.input")->spec.bits, 8);
-    ck_assert_int_eq(find(m, "fc.input")->qmin, 0);
-    ck_assert_int_eq(find(m, "layer2.0.conv1.input")->qmax, 15);
-    ck_assert_int_eq(find(m, "layer2.0.conv1.weight")->qmin, -8);
-    ck_assert_int_eq(find(m, "layer3.1.conv2.weight")->spec.bits, 2);
-    ck_assert_int_eq(find(m, "layer3.1.conv1.weight")->spec.bits, 4);
-    const nb_quantizer *g = find(m, "layer1.0.conv1.weight");
+    ck_assert_int_eq(nb_test_quantizer(m, "conv1.weight")->spec.bits, 8);
+    ck_assert_int_eq(nb_test_quantizer(m, "conv1.input")->qmin, -128);
+    ck_assert_int_eq(nb_test_quantizer(m, "fc.input")->spec.bits, 8);
+    ck_assert_int_eq(nb_test_quantizer(m, "fc.input")->qmin, 0);
+    ck_assert_int_eq(nb_test_quantizer(m, "layer2.0.conv1.input")->qmax, 15);
+    ck_assert_int_eq(nb_test_quantizer(m, "layer2.0.conv1.weight")->qmin, -8);
+    ck_assert_int_eq(nb_test_quantizer(m, "layer3.1.conv2.weight")->spec.bits, 2);
+    ck_assert_int_eq(nb_test_quantizer(m, "layer3.1.conv1.weight")->spec.bits, 4);
+    const nb_quantizer *g = nb_test_quantizer(m, "layer1.0.conv1.weight");
     ck_assert_int_eq(g->gran, NB_QG_GROUP);
     ck_assert_int_eq(g->n_scales, 16 * 5); /* 144 per channel in groups of 32: 4 full + 16 */
-    ck_assert_int_eq(find(m, "layer1.0.conv1.input")->spec.bits, 6);
-    ck_assert_int_eq(find(m, "layer2.0.conv2.weight")->n_scales, 32);
+    ck_assert_int_eq(nb_test_quantizer(m, "layer1.0.conv1.input")->spec.bits, 6);
+    ck_assert_int_eq(nb_test_quantizer(m, "layer2.0.conv2.weight")->n_scales, 32);
     /* size: 4-bit weights are about 8x smaller than FP32 */
     double fp32 = 0.0, q = nb_quant_model_bytes(m, &fp32);
     ck_assert(fp32 == 4.0 * (double)m->n_param_floats && q < fp32 / 5.0);
@@ -356,10 +347,10 @@ START_TEST(test_calibrate_and_quantize) {
     ck_assert(!nb_quant_ready(m));
     calibrate(m, 2);
     /* activation scale: max of what the observer saw over qmax */
-    const nb_quantizer *a = find(m, "layer1.0.conv2.input");
+    const nb_quantizer *a = nb_test_quantizer(m, "layer1.0.conv2.input");
     ck_assert(a->scale[0] > 0.0f && a->zero_point[0] == 0.0f && a->ready[0] == 1.0f);
     /* weight scales per channel: max |w_c| / 7 */
-    const nb_quantizer *w = find(m, "layer2.1.conv1.weight");
+    const nb_quantizer *w = nb_test_quantizer(m, "layer2.1.conv1.weight");
     const nb_tensor *wt = nb_module_weight(w->mod);
     for (int c = 0; c < 32; c++) {
         float mx = 0.0f;

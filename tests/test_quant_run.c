@@ -175,6 +175,16 @@ static double json_num(const char *s, const char *key) {
 
 static int exists(const char *p) { return access(p, F_OK) == 0; }
 
+/* A one-epoch FP32 run of fp.json on 100 images into tmp/dir; its
+ * checkpoint's path into ckpt. */
+static void small_fp32(const char *dir, char *ckpt, size_t n) {
+    char args[2048], out[1 << 14];
+    snprintf(args, sizeof args, "train %s --set output.dir=%s --set train.epochs=1 --set data.train_count=100",
+             tmp("fp.json"), tmp(dir));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    snprintf(ckpt, n, "%s/last.h5", tmp(dir));
+}
+
 START_TEST(test_ptq_cli) {
     if (!nb_test_cli()) {
         nb_test_skip("ptq cli", "NB_CLI is not set");
@@ -252,10 +262,7 @@ START_TEST(test_ptq_bad_input) {
     const char *corrupt = write_file("corrupt.h5", "this is not an HDF5 file at all\n");
     /* a smallcnn checkpoint for a resnet20 config */
     char fp_ckpt[700];
-    snprintf(args, sizeof args, "train %s --set output.dir=%s --set train.epochs=1 --set data.train_count=100",
-             tmp("fp.json"), tmp("fp_small"));
-    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
-    snprintf(fp_ckpt, sizeof fp_ckpt, "%s/last.h5", tmp("fp_small"));
+    small_fp32("fp_small", fp_ckpt, sizeof fp_ckpt);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char sets[1024];
         snprintf(sets, sizeof sets, "%s", cases[i].sets);
@@ -312,11 +319,8 @@ END_TEST
 START_TEST(test_adq_cli) {
     char args[4096], out[1 << 16];
     write_file("fp.json", base_json);
-    snprintf(args, sizeof args, "train %s --set output.dir=%s --set train.epochs=1 --set data.train_count=100",
-             tmp("fp.json"), tmp("fp_adq"));
-    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
     char fp_ckpt[700];
-    snprintf(fp_ckpt, sizeof fp_ckpt, "%s/last.h5", tmp("fp_adq"));
+    small_fp32("fp_adq", fp_ckpt, sizeof fp_ckpt);
     const char *adq = write_file("adq.json", "{\"extends\": \"fp.json\", \"quant\": {\"weights\": {\"method\": "
                                              "\"adq\", \"bits\": 3, \"granularity\": \"tensor\"}, \"activations\": "
                                              "{\"method\": \"n2uq\", \"bits\": 3}}, \"train\": {\"epochs\": 1}, "
