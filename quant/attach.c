@@ -19,6 +19,7 @@ typedef struct {
     char calib_msg[512];
     int grad_n;                  /* policy.lsq_grad_n as an index of grad_n_names */
     nb_cb_init cb_init;          /* policy.adq.init */
+    double *cb_scratch;          /* adq: per-row counts and sums of the largest codebook set */
 } qstate;
 
 /* quant.lsq.grad_scale: N in g = 1/sqrt(N·Qp) for activations */
@@ -165,8 +166,9 @@ static nb_status resolve(const nb_quant_policy *p, const nb_module *mod, side_cf
             w->bits = fixed;
         }
         if (a->method != NB_QM_NONE) a->bits = fixed;
-        /* N2UQ's levels are unsigned: the image input stays LSQ */
-        if (a->method == NB_QM_N2UQ && !mod->input_nonneg) a->method = NB_QM_LSQ;
+        /* N2UQ is for the low-bit layers: the 8-bit first and last layers
+         * (the image input, whose levels would need a sign) use LSQ */
+        if (a->method == NB_QM_N2UQ) a->method = NB_QM_LSQ;
     }
     for (int i = 0; i < p->n_rules; i++) {
         const nb_qrule *r = &p->rules[i];
@@ -300,13 +302,11 @@ static void adq_after_step(nb_quantizer *q, const nb_adq_opts *o) {
     const float *w = nb_module_weight(q->mod)->data;
     const int nc = q->ncodes;
     const float inv = 1.0f / q->scale[0];
-    double cnt[256], sum[256];
-    for (int r = 0; r < q->L.rows; r++) {
-        float *c = q->codebook + (size_t)r * nc;
-        nb_cb_stats(c, nc, w + (size_t)r * q->L.K, q->L.K, inv, cnt, sum);
-        nb_cb_ema(&q->cb, c, q->ema_count + (size_t)r * nc, q->ema_sum + (size_t)r * nc, cnt, sum, o->ema_decay,
-                  1e-6f);
-    }
+    double *cnt = owner_state(q)->cb_scratch, *sum = cnt + (size_t)q->L.rows * nc;
+    nb_cb_stats_rows(q->codebook, nc, q->L.rows, w, q->L.K, inv, cnt, sum);
+    for (int r = 0; r < q->L.rows; r++)
+        nb_cb_ema(&q->cb, q->codebook + (size_t)r * nc, q->ema_count + (size_t)r * nc, q->ema_sum + (size_t)r * nc,
+                  cnt + (size_t)r * nc, sum + (size_t)r * nc, o->ema_decay, 1e-6f);
 }
 
 static nb_tensor *weight_hook(void *state, nb_tape *t, nb_tensor *w, nb_pass pass) {
@@ -413,6 +413,7 @@ static void qstate_free(void *owner) {
     nb_free(qs->ext.param_data);
     nb_free(qs->ext.param_grad);
     nb_free(qs->q);
+    nb_free(qs->cb_scratch);
     if (qs->m) {
         for (int i = 0; i < qs->m->n_modules; i++) {
             nb_module *mod = qs->m->modules[i];
@@ -723,6 +724,15 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
             t->data = qs->ext.buffer_data + ob;
             ob += t->numel;
         }
+    }
+    size_t cb_max = 0; /* EMA scratch: counts and sums of the largest quantizer's codebooks */
+    for (int i = 0; i < qs->n; i++)
+        if (qs->q[i].method == NB_QM_ADQ && (size_t)qs->q[i].L.rows * qs->q[i].ncodes > cb_max)
+            cb_max = (size_t)qs->q[i].L.rows * qs->q[i].ncodes;
+    if (cb_max && !(qs->cb_scratch = nb_malloc(2 * cb_max * sizeof(double)))) {
+        nb_free(first);
+        st = NB_STATUS_OOM;
+        goto fail;
     }
     for (int i = 0; i < qs->n; i++) {
         nb_quantizer *q = &qs->q[i];

@@ -83,6 +83,69 @@ static inline int cb_index(const double *mid, int nm, float v) {
 
 int nb_cb_assign(const double *mid, int ncodes, float v) { return cb_index(mid, ncodes - 1, v); }
 
+/* The hot path: the midpoints as float thresholds that give the same
+ * answer as the double comparisons (ge: the smallest float >= the
+ * midpoint, so v >= ge <=> mid <= v; gt: the smallest float > it, so v >= gt
+ * <=> mid < v), and indices for a block of values at a time, one threshold
+ * over the whole block per pass (a loop the compiler vectorises). Past 16
+ * midpoints, the binary search. */
+#define CB_BLOCK 256
+#define CB_CHUNK 16384
+
+typedef struct {
+    int nc;
+    const float *codes;
+    float ge[255], gt[255];
+    double mid[255];
+} cb_table;
+
+static void table_make(cb_table *t, const float *codes, int nc) {
+    t->nc = nc;
+    t->codes = codes;
+    nb_cb_midpoints(codes, nc, t->mid);
+    for (int i = 0; i + 1 < nc; i++) {
+        const double m = t->mid[i];
+        float f = (float)m;
+        if ((double)f < m) f = nextafterf(f, INFINITY);
+        t->ge[i] = f;
+        t->gt[i] = (double)f == m ? nextafterf(f, INFINITY) : f;
+    }
+}
+
+#define NB_CB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+NB_CB_CLONES static void table_index(const cb_table *t, const float *v, int n, int32_t *k) {
+    const int nm = t->nc - 1;
+    if (nm > 16) {
+        for (int j = 0; j < n; j++) k[j] = cb_index(t->mid, nm, v[j]);
+        return;
+    }
+    for (int j = 0; j < n; j++) k[j] = 0;
+    for (int i = 0; i < nm; i++) {
+        const float a = t->ge[i], b = t->gt[i];
+        for (int j = 0; j < n; j++) k[j] += v[j] >= (v[j] >= 0.0f ? b : a);
+    }
+}
+
+/* The values of a block: w, or w·inv in buf. */
+static const float *block_values(const float *w, int n, float inv, float *buf) {
+    if (inv == 1.0f) return w;
+    for (int j = 0; j < n; j++) buf[j] = w[j] * inv;
+    return buf;
+}
+
+/* Work items: (row, chunk of the row); the same partition for any thread
+ * count, so per-item sums added in item order do not depend on it. */
+static long n_items(int rows, size_t K) { return (long)rows * (long)((K + CB_CHUNK - 1) / CB_CHUNK); }
+
+static void item_range(long it, size_t K, int *row, size_t *off, int *len) {
+    const long per = (long)((K + CB_CHUNK - 1) / CB_CHUNK);
+    *row = (int)(it / per);
+    const size_t c = (size_t)(it % per) * CB_CHUNK;
+    *off = (size_t)*row * K + c;
+    *len = (int)(K - c < CB_CHUNK ? K - c : CB_CHUNK);
+}
+
 /* --------------------------------------------------------- initialisation */
 
 static int cmp_float(const void *a, const void *b) {
@@ -185,16 +248,52 @@ nb_status nb_cb_init_codes(const nb_cb_spec *s, nb_cb_init how, int kmeans_iters
 
 void nb_cb_stats(const float *codes, int ncodes, const float *w, size_t n, float inv_alpha, double *cnt,
                  double *sum) {
-    double mid[256];
-    nb_cb_midpoints(codes, ncodes, mid);
-    memset(cnt, 0, (size_t)ncodes * sizeof(double));
-    memset(sum, 0, (size_t)ncodes * sizeof(double));
-    for (size_t i = 0; i < n; i++) {
-        const float v = w[i] * inv_alpha;
-        const int k = cb_index(mid, ncodes - 1, v);
-        cnt[k] += 1.0;
-        sum[k] += (double)v;
+    nb_cb_stats_rows(codes, ncodes, 1, w, n, inv_alpha, cnt, sum);
+}
+
+void nb_cb_stats_rows(const float *codes, int nc, int rows, const float *w, size_t K, float inv_alpha, double *cnt,
+                      double *sum) {
+    const long items = n_items(rows, K);
+    double local[2 * 256 * 4], *part = local, *heap = NULL;
+    if (items * 2 * nc > (long)(sizeof local / sizeof local[0])) {
+        heap = nb_calloc((size_t)items * 2 * (size_t)nc, sizeof(double));
+        NB_ASSERT(heap, "codebook statistics: %s", nb_last_error());
+        part = heap;
     }
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (items > 1)
+    for (long it = 0; it < items; it++) {
+        int row, len;
+        size_t off;
+        item_range(it, K, &row, &off, &len);
+        cb_table t;
+        table_make(&t, codes + (size_t)row * nc, nc);
+        double *c = part + (size_t)it * 2 * (size_t)nc, *sm = c + nc;
+        for (int k = 0; k < nc; k++) c[k] = sm[k] = 0.0;
+        float buf[CB_BLOCK];
+        int32_t idx[CB_BLOCK];
+        for (int b = 0; b < len; b += CB_BLOCK) {
+            const int m = len - b < CB_BLOCK ? len - b : CB_BLOCK;
+            const float *v = block_values(w + off + b, m, inv_alpha, buf);
+            table_index(&t, v, m, idx);
+            for (int j = 0; j < m; j++) {
+                c[idx[j]] += 1.0;
+                sm[idx[j]] += (double)v[j];
+            }
+        }
+    }
+    memset(cnt, 0, (size_t)rows * (size_t)nc * sizeof(double));
+    memset(sum, 0, (size_t)rows * (size_t)nc * sizeof(double));
+    for (long it = 0; it < items; it++) {
+        int row, len;
+        size_t off;
+        item_range(it, K, &row, &off, &len);
+        const double *c = part + (size_t)it * 2 * (size_t)nc;
+        for (int k = 0; k < nc; k++) {
+            cnt[(size_t)row * nc + k] += c[k];
+            sum[(size_t)row * nc + k] += c[nc + k];
+        }
+    }
+    nb_free(heap);
 }
 
 /* Insertion sort of codes[lo..hi) ascending, carrying N and M (stable). */
@@ -274,70 +373,81 @@ void nb_cb_ema_start(const nb_cb_spec *s, const float *codes, float *N, float *M
 
 /* --------------------------------------------------------------- the op */
 
-/* Row r's forward (and index output when idx is not NULL). */
-static void cb_fwd_row(const float *codes, int nc, const float *w, float *y, size_t K, float alpha) {
-    double mid[256];
-    nb_cb_midpoints(codes, nc, mid);
-    const float inv = 1.0f / alpha;
-    if (alpha == 1.0f) {
-        for (size_t i = 0; i < K; i++) y[i] = codes[cb_index(mid, nc - 1, w[i])];
-    } else {
-        for (size_t i = 0; i < K; i++) y[i] = alpha * codes[cb_index(mid, nc - 1, w[i] * inv)];
-    }
-}
-
 static float args_alpha(const nb_cb_args *a) { return a->alpha ? a->alpha->data[0] : 1.0f; }
 
 void nb_cb_forward(const nb_cb_args *a, const float *w, float *y) {
-    const float alpha = args_alpha(a);
-    const long rows = a->rows;
-#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (rows > 1 && a->K * (size_t)rows >= 65536)
-    for (long r = 0; r < rows; r++)
-        cb_fwd_row(a->codes + (size_t)r * a->ncodes, a->ncodes, w + (size_t)r * a->K, y + (size_t)r * a->K, a->K,
-                   alpha);
-}
-
-/* Row r's backward: dw (when not NULL) and Σ dy·(α term) into *dalpha. */
-static void cb_bwd_row(const nb_cb_args *a, const float *codes, const float *w, const float *dy, float *dw,
-                       int fresh, int want_alpha, double *dalpha) {
-    const int nc = a->ncodes;
     const float alpha = args_alpha(a), inv = 1.0f / alpha;
-    const float lo = codes[0] - 0.5f * (codes[1] - codes[0]), hi = codes[nc - 1] + 0.5f * (codes[nc - 1] - codes[nc - 2]);
-    double mid[256];
-    if (want_alpha) nb_cb_midpoints(codes, nc, mid);
-    double acc = 0.0;
-    for (size_t i = 0; i < a->K; i++) {
-        const float v = alpha == 1.0f ? w[i] : w[i] * inv;
-        const int inside = !a->ste_mask || (v >= lo && v <= hi);
-        if (dw) {
-            const float g = inside ? dy[i] : 0.0f;
-            dw[i] = fresh ? g : dw[i] + g;
-        }
-        if (want_alpha) {
-            const float c = codes[cb_index(mid, nc - 1, v)];
-            acc += (double)dy[i] * (double)(inside ? c - v : c);
+    const long items = n_items(a->rows, a->K);
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (items > 1)
+    for (long it = 0; it < items; it++) {
+        int row, len;
+        size_t off;
+        item_range(it, a->K, &row, &off, &len);
+        cb_table t;
+        table_make(&t, a->codes + (size_t)row * a->ncodes, a->ncodes);
+        float buf[CB_BLOCK];
+        int32_t idx[CB_BLOCK];
+        for (int b = 0; b < len; b += CB_BLOCK) {
+            const int m = len - b < CB_BLOCK ? len - b : CB_BLOCK;
+            table_index(&t, block_values(w + off + b, m, inv, buf), m, idx);
+            float *yb = y + off + b;
+            if (alpha == 1.0f)
+                for (int j = 0; j < m; j++) yb[j] = t.codes[idx[j]];
+            else
+                for (int j = 0; j < m; j++) yb[j] = alpha * t.codes[idx[j]];
         }
     }
-    *dalpha = acc;
+}
+
+/* One work item's backward: dw (when not NULL) and Σ dy·(α term), returned. */
+static double cb_bwd_item(const nb_cb_args *a, const cb_table *t, const float *w, const float *dy, float *dw, int len,
+                          int fresh, int want_alpha) {
+    const int nc = t->nc;
+    const float *codes = t->codes;
+    const float alpha = args_alpha(a), inv = 1.0f / alpha;
+    const float lo = codes[0] - 0.5f * (codes[1] - codes[0]), hi = codes[nc - 1] + 0.5f * (codes[nc - 1] - codes[nc - 2]);
+    double acc = 0.0;
+    float buf[CB_BLOCK];
+    int32_t idx[CB_BLOCK];
+    for (int b = 0; b < len; b += CB_BLOCK) {
+        const int m = len - b < CB_BLOCK ? len - b : CB_BLOCK;
+        const float *v = block_values(w + b, m, inv, buf);
+        if (want_alpha) table_index(t, v, m, idx);
+        for (int j = 0; j < m; j++) {
+            const int inside = !a->ste_mask || (v[j] >= lo && v[j] <= hi);
+            if (dw) {
+                const float g = inside ? dy[b + j] : 0.0f;
+                dw[b + j] = fresh ? g : dw[b + j] + g;
+            }
+            if (want_alpha) {
+                const float c = codes[idx[j]];
+                acc += (double)dy[b + j] * (double)(inside ? c - v[j] : c);
+            }
+        }
+    }
+    return acc;
 }
 
 void nb_cb_backward(const nb_cb_args *a, const float *w, const float *dy, float *dw, int fresh, float *dalpha) {
-    const long rows = a->rows;
+    const long items = n_items(a->rows, a->K);
     double part[1024], *pp = part, *heap = NULL;
-    if (rows > 1024) {
-        heap = nb_calloc((size_t)rows, sizeof(double));
+    if (items > 1024) {
+        heap = nb_calloc((size_t)items, sizeof(double));
         NB_ASSERT(heap, "codebook backward: %s", nb_last_error());
         pp = heap;
     }
-#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (rows > 1 && a->K * (size_t)rows >= 65536)
-    for (long r = 0; r < rows; r++) {
-        const size_t o = (size_t)r * a->K;
-        cb_bwd_row(a, a->codes + (size_t)r * a->ncodes, w + o, dy + o, dw ? dw + o : NULL, fresh, dalpha != NULL,
-                   &pp[r]);
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (items > 1)
+    for (long it = 0; it < items; it++) {
+        int row, len;
+        size_t off;
+        item_range(it, a->K, &row, &off, &len);
+        cb_table t;
+        table_make(&t, a->codes + (size_t)row * a->ncodes, a->ncodes);
+        pp[it] = cb_bwd_item(a, &t, w + off, dy + off, dw ? dw + off : NULL, len, fresh, dalpha != NULL);
     }
     if (dalpha) {
         double s = 0.0;
-        for (long r = 0; r < rows; r++) s += pp[r]; /* in row order: independent of the thread count */
+        for (long it = 0; it < items; it++) s += pp[it]; /* in item order: independent of the thread count */
         dalpha[0] += (float)((double)a->grad_scale * s);
     }
     nb_free(heap);

@@ -185,6 +185,11 @@ int nb_cb_assign(const double *mid, int ncodes, float v);
 /* Per code: count and sum of the values w·inv_alpha assigned to it. */
 void nb_cb_stats(const float *codes, int ncodes, const float *w, size_t n, float inv_alpha, double *cnt,
                  double *sum);
+/* The same for w viewed as (rows, K) with codebook r for row r: cnt and sum
+ * (rows·ncodes) per row; threaded over a fixed partition, so the sums do
+ * not depend on the thread count. */
+void nb_cb_stats_rows(const float *codes, int ncodes, int rows, const float *w, size_t K, float inv_alpha,
+                      double *cnt, double *sum);
 /* One EMA update of the codebook and its statistics N, M from this step's
  * counts and sums (γ = gamma; γ = 0, eps = 0 is a Lloyd step). */
 void nb_cb_ema(const nb_cb_spec *s, float *codes, float *N, float *M, const double *cnt, const double *sum,

@@ -151,6 +151,7 @@ START_TEST(test_cb_assign_brute_force) {
                     c[j - 1] = t;
                 }
             nb_cb_midpoints(c, nc, mid);
+            float vals[400];
             for (int i = 0; i < 400; i++) {
                 float v;
                 const int kind = i % 5;
@@ -159,11 +160,26 @@ START_TEST(test_cb_assign_brute_force) {
                 else if (kind == 2 && nc > 1) v = (float)mid[nb_rng_below(&r, (uint32_t)nc - 1)]; /* on a midpoint */
                 else if (kind == 3) v = i % 2 ? 0.0f : -0.0f;
                 else v = roundf((float)(nb_rng_uniform(&r) * 2.0 - 1.0) * 16.0f) / 128.0f;
+                vals[i] = v;
                 const int got = nb_cb_assign(mid, nc, v), want = brute_index(c, nc, v);
                 /* with duplicate codes only the value is defined */
                 ck_assert_msg(got == want || c[got] == c[want], "%d codes, v = %.9g: index %d (%.9g), brute force %d (%.9g)", nc,
                               (double)v, got, (double)c[got], want, (double)c[want]);
             }
+            /* the op's block path (float thresholds) and the statistics agree */
+            float y[400];
+            const nb_cb_args op = {1, 400, nc, c, NULL, 0, 1.0f};
+            nb_cb_forward(&op, vals, y);
+            double cnt[256], sum[256], wc[256] = {0}, ws[256] = {0};
+            nb_cb_stats(c, nc, vals, 400, 1.0f, cnt, sum);
+            for (int i = 0; i < 400; i++) {
+                const int k = nb_cb_assign(mid, nc, vals[i]);
+                ck_assert_msg(y[i] == c[k], "%d codes, v = %.9g: op %.9g, assign %.9g", nc, (double)vals[i],
+                              (double)y[i], (double)c[k]);
+                wc[k] += 1.0;
+                ws[k] += vals[i];
+            }
+            for (int k = 0; k < nc; k++) ck_assert(cnt[k] == wc[k] && sum[k] == ws[k]);
         }
     }
     /* 0 between -c and c goes to -c; a tie between 0 and c to 0 */
@@ -506,6 +522,7 @@ START_TEST(test_n2uq_in_model) {
     p.activations.bits = 3;
     ck_assert_msg(nb_quant_attach(m, &p) == NB_OK, "%s", nb_last_error());
     ck_assert(nb_test_quantizer(m, "features.0.conv.input")->method == NB_QM_LSQ);
+    ck_assert(nb_test_quantizer(m, "fc.input")->method == NB_QM_LSQ);
     nb_quantizer *q = nb_test_quantizer(m, "features.1.conv.input");
     ck_assert(q->method == NB_QM_N2UQ && q->qmin == 0 && q->qmax == 7 && q->intervals->numel == 6);
     ck_assert(nb_quant_learned(m) && !nb_quant_needs_observers(m));
