@@ -705,6 +705,11 @@ START_TEST(test_shipped_configs) {
         nb_test_skip("shipped configs", "no experiments/*.json");
         return;
     }
+    /* shipped configs name their files (quant.bitmap, checkpoints, data)
+     * from the repository's root, where the README runs them */
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(src), 0);
     for (size_t i = 0; i < g.gl_pathc; i++) {
         nb_config c;
         nb_status st = nb_config_load(g.gl_pathv[i], NULL, 0, &c);
@@ -716,6 +721,7 @@ START_TEST(test_shipped_configs) {
         ck_assert(memcmp(&c, &again, sizeof c) == 0);
         nb_free(json);
     }
+    ck_assert_int_eq(chdir(cwd), 0);
     printf("loaded %zu shipped configs\n", g.gl_pathc);
     globfree(&g);
 }
