@@ -48,10 +48,8 @@ nb_status nb_inspect_codebook(const char *path, int C, const char *layer, const 
             for (int i = 0; i < m0->n_modules; i++)
                 if (!strcmp(m0->modules[i]->name, layer)) mod0 = m0->modules[i];
             const nb_quant_policy *p = &c.quant;
-            const nb_cb_init how = !strcmp(p->adq.init, "uniform")  ? NB_CB_INIT_UNIFORM
-                                   : !strcmp(p->adq.init, "kmeans") ? NB_CB_INIT_KMEANS
-                                                                     : NB_CB_INIT_QUANTILE;
-            have_init = mod0 && nb_cb_init_codes(&q->cb, how, p->adq.kmeans_iters, nb_module_weight(mod0)->data,
+            const int how = nb_cb_init_from_name(p->adq.init);
+            have_init = mod0 && how >= 0 && nb_cb_init_codes(&q->cb, (nb_cb_init)how, p->adq.kmeans_iters, nb_module_weight(mod0)->data,
                                                  q->L.K, init) == NB_OK;
         }
         if (!have_init) snprintf(note, sizeof note, " (no codebook at init: %s)", nb_last_error());

@@ -28,7 +28,6 @@ static const char *const grad_n_names[GRAD_N_COUNT] = {"example", "batch", "none
 
 static const char *const method_names[NB_QM_COUNT] = {"none",     "uniform", "binary", "ternary", "lsq",
                                                       "lsq+",     "pact",    "adq",    "n2uq"};
-static const char *const cb_init_names[NB_CB_INIT_COUNT] = {"quantile", "uniform", "kmeans"};
 static const char *const gran_names[NB_QG_COUNT] = {"tensor", "channel", "group"};
 
 const char *nb_qmethod_name(nb_qmethod m) { return (unsigned)m < NB_QM_COUNT ? method_names[m] : NULL; }
@@ -218,16 +217,6 @@ static void weight_params(nb_quantizer *q, const float *w) {
         }
 }
 
-/* LSQ's initial step [paper]: s0 = 2·mean|v| / sqrt(Qp); a segment of
- * zeros takes 1 (any step represents it), non-finite values give NaN. */
-static float lsq_init_step(const float *v, size_t n, int qmax) {
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) sum += fabs((double)v[i]);
-    const double s = 2.0 * (sum / (double)n) / sqrt((double)qmax);
-    if (!isfinite(s)) return NAN;
-    return s > 0.0 ? (float)s : 1.0f;
-}
-
 static qstate *owner_state(const nb_quantizer *q) { return (qstate *)q->mod->owner->quant->owner; }
 
 /* Learned weights (LSQ): steps from the current weights, segment by segment. */
@@ -237,7 +226,7 @@ static void lsq_weight_init(nb_quantizer *q, const float *w) {
     for (size_t r = 0; r < (size_t)L->rows; r++)
         for (size_t g = 0; g < ng; g++)
             q->step->data[r * ng + g] =
-                lsq_init_step(w + r * L->K + g * L->G, g + 1 < ng ? L->G : L->K - g * L->G, q->qmax);
+                nb_lsq_init_step(w + r * L->K + g * L->G, g + 1 < ng ? L->G : L->K - g * L->G, q->qmax);
     q->ready[0] = 1.0f;
 }
 
@@ -251,7 +240,7 @@ static void learned_act_init(nb_quantizer *q, const float *x, size_t n) {
         nb_n2uq_init(q->qmax, x, n, q->t0->data, q->intervals->data, q->step->data); /* as LSQ's s0 */
         q->scale[0] = q->step->data[0];
     } else if (q->method == NB_QM_LSQ) {
-        q->step->data[0] = lsq_init_step(x, n, q->qmax);
+        q->step->data[0] = nb_lsq_init_step(x, n, q->qmax);
     } else {
         nb_observer_opts o = nb_observer_opts_default(NB_OBS_MSE);
         o.grid = owner_state(q)->policy.mse_grid;
@@ -635,7 +624,7 @@ nb_status nb_quant_attach(nb_model *m, const nb_quant_policy *p) {
     }
     if (st != NB_OK) goto fail;
     qs->policy = *p;
-    const int cbi = index_of(cb_init_names, NB_CB_INIT_COUNT, p->adq.init);
+    const int cbi = nb_cb_init_from_name(p->adq.init);
     if (cbi < 0) {
         st = nb_set_error(NB_STATUS_BAD_INPUT, "quant.adq.init: unknown \"%s\" (\"quantile\", \"uniform\" or \"kmeans\")",
                           p->adq.init);

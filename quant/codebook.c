@@ -44,6 +44,14 @@
 
 #include "internal.h"
 
+static const char *const init_names[NB_CB_INIT_COUNT] = {"quantile", "uniform", "kmeans"};
+
+int nb_cb_init_from_name(const char *name) {
+    for (int i = 0; i < NB_CB_INIT_COUNT; i++)
+        if (!strcmp(init_names[i], name)) return i;
+    return -1;
+}
+
 int nb_cb_ncodes(const nb_cb_spec *s) { return s->symmetric ? (s->bits == 1 ? 2 : (1 << s->bits) - 1) : 1 << s->bits; }
 
 int nb_cb_zero_index(const nb_cb_spec *s) {
@@ -137,6 +145,15 @@ static const float *block_values(const float *w, int n, float inv, float *buf) {
 /* Work items: (row, chunk of the row); the same partition for any thread
  * count, so per-item sums added in item order do not depend on it. */
 static long n_items(int rows, size_t K) { return (long)rows * (long)((K + CB_CHUNK - 1) / CB_CHUNK); }
+
+/* Room for need per-item partial sums: local when it fits (the usual case,
+ * so a training step allocates nothing), else *heap. */
+static double *partials(double *local, size_t nlocal, size_t need, double **heap, const char *what) {
+    if (need <= nlocal) return local;
+    *heap = nb_calloc(need, sizeof(double));
+    NB_ASSERT(*heap, "%s: %s", what, nb_last_error());
+    return *heap;
+}
 
 static void item_range(long it, size_t K, int *row, size_t *off, int *len) {
     const long per = (long)((K + CB_CHUNK - 1) / CB_CHUNK);
@@ -254,12 +271,9 @@ void nb_cb_stats(const float *codes, int ncodes, const float *w, size_t n, float
 void nb_cb_stats_rows(const float *codes, int nc, int rows, const float *w, size_t K, float inv_alpha, double *cnt,
                       double *sum) {
     const long items = n_items(rows, K);
-    double local[2 * 256 * 4], *part = local, *heap = NULL;
-    if (items * 2 * nc > (long)(sizeof local / sizeof local[0])) {
-        heap = nb_calloc((size_t)items * 2 * (size_t)nc, sizeof(double));
-        NB_ASSERT(heap, "codebook statistics: %s", nb_last_error());
-        part = heap;
-    }
+    /* 8192: a 2.4M-weight layer's 145 chunks at 4 bits fit */
+    double local[8192], *heap = NULL;
+    double *part = partials(local, 8192, (size_t)items * 2 * (size_t)nc, &heap, "codebook statistics");
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (items > 1)
     for (long it = 0; it < items; it++) {
         int row, len;
@@ -430,12 +444,8 @@ static double cb_bwd_item(const nb_cb_args *a, const cb_table *t, const float *w
 
 void nb_cb_backward(const nb_cb_args *a, const float *w, const float *dy, float *dw, int fresh, float *dalpha) {
     const long items = n_items(a->rows, a->K);
-    double part[1024], *pp = part, *heap = NULL;
-    if (items > 1024) {
-        heap = nb_calloc((size_t)items, sizeof(double));
-        NB_ASSERT(heap, "codebook backward: %s", nb_last_error());
-        pp = heap;
-    }
+    double local[1024], *heap = NULL;
+    double *pp = partials(local, 1024, (size_t)items, &heap, "codebook backward");
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (items > 1)
     for (long it = 0; it < items; it++) {
         int row, len;

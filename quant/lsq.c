@@ -118,6 +118,16 @@ void nb_lsq_backward(const nb_lsq_args *a, const float *x, const float *dy, floa
         }
 }
 
+/* LSQ's initial step [paper]: s0 = 2·mean|v| / sqrt(Qp); a segment of
+ * zeros takes 1 (any step represents it), non-finite values give NaN. */
+float nb_lsq_init_step(const float *v, size_t n, int qmax) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += fabs((double)v[i]);
+    const double s = 2.0 * (sum / (double)n) / sqrt((double)qmax);
+    if (!isfinite(s)) return NAN;
+    return s > 0.0 ? (float)s : 1.0f;
+}
+
 /* ------------------------------------------------------------------ tape op */
 
 nb_tensor *nb_lsq(nb_tape *t, nb_tensor *x, const nb_lsq_args *a) {

@@ -320,10 +320,7 @@ void nb_n2uq_backward(const nb_n2uq_args *p, const float *x, size_t n, const flo
 
 void nb_n2uq_init(int n_levels, const float *x, size_t n, float *t0, float *a, float *s) {
     NB_ASSERT(n_levels >= 2 && n_levels <= NB_N2UQ_MAX, "n2uq init: %d levels (2..%d)", n_levels, NB_N2UQ_MAX);
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) sum += fabs((double)x[i]);
-    const double s0 = 2.0 * (sum / (double)n) / sqrt((double)n_levels);
-    const float v = !isfinite(s0) ? NAN : s0 > 0.0 ? (float)s0 : 1.0f;
+    const float v = nb_lsq_init_step(x, n, n_levels); /* LSQ's step: the op starts as its grid */
     *s = v;
     *t0 = 0.5f * v;
     for (int j = 0; j < n_levels - 1; j++) a[j] = v;

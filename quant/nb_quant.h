@@ -146,6 +146,9 @@ typedef struct {
     float grad_scale;   /* g multiplying d(step) and d(offset): LSQ 1/sqrt(N·Qp) */
 } nb_lsq_args;
 
+/* LSQ's initial step [paper]: 2·mean|v| / sqrt(qmax) for the n values v;
+ * 1 for all zeros (any step represents them), NaN for non-finite data. */
+float nb_lsq_init_step(const float *v, size_t n, int qmax);
 /* y = the quantized x per a (no tape). */
 void nb_lsq_forward(const nb_lsq_args *a, const float *x, float *y);
 /* dx (+)= dy·inside (dx may be NULL, or dy itself with fresh), dstep[j] +=
@@ -171,6 +174,8 @@ typedef enum {
     NB_CB_INIT_COUNT
 } nb_cb_init;
 
+/* The init called name ("quantile", "uniform", "kmeans"); -1 if none. */
+int nb_cb_init_from_name(const char *name);
 /* Codes per codebook; the index of the exact zero (-1 when none). */
 int nb_cb_ncodes(const nb_cb_spec *s);
 int nb_cb_zero_index(const nb_cb_spec *s);

@@ -25,15 +25,14 @@ nb_status nb_quant_weight_q(const nb_quant_policy *p, const float *w, int oc, si
     if (!strcmp(p->weights.method, "adq")) {
         if (bits < 1 || bits > 8) return nb_set_error(NB_STATUS_BAD_INPUT, "codebooks take 1..8 bits, got %d", bits);
         const nb_cb_spec s = {bits, p->weights.symmetric};
-        const nb_cb_init how = !strcmp(p->adq.init, "uniform")  ? NB_CB_INIT_UNIFORM
-                               : !strcmp(p->adq.init, "kmeans") ? NB_CB_INIT_KMEANS
-                                                                 : NB_CB_INIT_QUANTILE;
+        const int how = nb_cb_init_from_name(p->adq.init);
+        if (how < 0) return nb_set_error(NB_STATUS_BAD_INPUT, "quant.adq.init: unknown \"%s\"", p->adq.init);
         const int nc = nb_cb_ncodes(&s);
         float codes[256];
         double mid[255];
         for (int r = 0; r < rows; r++) {
             const float *wr = w + (size_t)r * K;
-            nb_status st = nb_cb_init_codes(&s, how, p->adq.kmeans_iters, wr, K, codes);
+            nb_status st = nb_cb_init_codes(&s, (nb_cb_init)how, p->adq.kmeans_iters, wr, K, codes);
             if (st != NB_OK) return st;
             nb_cb_midpoints(codes, nc, mid);
             for (size_t i = 0; i < K; i++) out[(size_t)r * K + i] = codes[nb_cb_assign(mid, nc, wr[i])];
