@@ -252,6 +252,20 @@ nb_tensor *nb_bn_relu_conv_module_forward(nb_bn_module *bn, nb_conv2d_module *co
     return conv_forward_hooked(conv, t, q);
 }
 
+int nb_model_graph(const nb_model *m, nb_gnode *nodes, int cap) {
+    if (!m->graph) {
+        nb_set_error(NB_STATUS_BAD_INPUT, "%s: no graph description (export needs one)", m->arch);
+        return -1;
+    }
+    return m->graph(m, nodes, cap);
+}
+
+const char *nb_gop_name(nb_gop op) {
+    static const char *const names[NB_G_COUNT] = {"input", "conv",         "linear",  "relu",
+                                                  "add",   "shortcut_pad", "maxpool", "gap"};
+    return (unsigned)op < NB_G_COUNT ? names[op] : "?";
+}
+
 nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     char s1[64];
     NB_ASSERT(x->ndim == 4 && x->shape[1] == m->opts.in_channels,

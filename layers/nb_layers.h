@@ -261,6 +261,31 @@ nb_model_opts nb_model_opts_default(void);
 typedef struct nb_model nb_model;
 typedef nb_tensor *(*nb_forward_fn)(nb_model *m, nb_tape *t, nb_tensor *x);
 
+/* The evaluation forward as a list of operations, for export and the
+ * integer engine (quant/nb_export.h): value i is node i's output, node 0
+ * is the input image (N, C, H, W), the last node gives the logits. */
+typedef enum {
+    NB_G_INPUT = 0,
+    NB_G_CONV,         /* mod (a conv) on value a, then mod->bn when set (running statistics) */
+    NB_G_LINEAR,       /* mod (a linear) on value a, (N, C) */
+    NB_G_RELU,         /* max(a, 0) */
+    NB_G_ADD,          /* a + b */
+    NB_G_SHORTCUT_PAD, /* nb_shortcut_pad(a, stride, out_c) */
+    NB_G_MAXPOOL,      /* nb_maxpool2d(a, k, stride, pad) */
+    NB_G_GAP,          /* nb_global_avgpool(a): (N, C, H, W) -> (N, C) */
+    NB_G_COUNT
+} nb_gop;
+
+typedef struct {
+    nb_gop op;
+    int a, b;           /* input values (node indices < this node's), -1 when unused */
+    struct nb_module *mod;
+    int k, stride, pad; /* maxpool; stride also for the shortcut */
+    int out_c;          /* shortcut */
+} nb_gnode;
+
+typedef int (*nb_graph_fn)(const nb_model *m, nb_gnode *nodes, int cap);
+
 /* State attached to a finalized model by another module (the quantization
  * pass): named tensors in blocks of its own, so the model's block never
  * moves; checkpoints save them under /quant/<name> (names such as
@@ -305,6 +330,7 @@ struct nb_model {
     int first_module, last_module; /* indices into modules (roles FIRST, LAST), -1 if none */
     nb_model_ext *quant;        /* NULL for an FP32 model */
     nb_forward_fn forward;
+    nb_graph_fn graph;          /* the forward as nodes (nb_model_graph) */
     void *net;                  /* architecture-specific structure */
     void (*net_free)(void *net);
     int build_failed;           /* an allocation failed while building:
@@ -324,6 +350,12 @@ const char *const *nb_model_archs(void);
  * gradients are enabled and the model is in training mode or params need
  * grad. */
 nb_tensor *nb_model_forward(nb_model *m, nb_tape *t, nb_tensor *x);
+/* m's evaluation forward as nodes (at most cap; see nb_gop): the node
+ * count, or -1 with the error set when cap is too small. */
+int nb_model_graph(const nb_model *m, nb_gnode *nodes, int cap);
+/* A printable name of op ("conv", "linear", "relu", "add", "shortcut_pad",
+ * "maxpool", "gap", "input"). */
+const char *nb_gop_name(nb_gop op);
 /* training ? NB_PASS_TRAIN : NB_PASS_EVAL. */
 void nb_model_train(nb_model *m, int training);
 /* Whether batchnorm uses batch statistics: NB_PASS_TRAIN and not frozen. */

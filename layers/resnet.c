@@ -57,6 +57,51 @@ static nb_tensor *resnet_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     return nb_linear_module_forward(r->fc, t, nb_global_avgpool(t, h));
 }
 
+/* Graph emission: nodes appended to a bounded array; an overflow is
+ * remembered and reported once at the end. */
+typedef struct {
+    nb_gnode *n;
+    int cap, len;
+} gbuf;
+
+static int gpush(gbuf *g, nb_gop op, int a, int b, void *mod) {
+    if (g->len < g->cap) g->n[g->len] = (nb_gnode){op, a, b, (nb_module *)mod, 0, 0, 0, 0};
+    return g->len++;
+}
+
+static int gfinish(const gbuf *g, const nb_model *m) {
+    if (g->len > g->cap) {
+        nb_set_error(NB_STATUS_BAD_INPUT, "%s: its graph has %d nodes, room for %d", m->arch, g->len, g->cap);
+        return -1;
+    }
+    return g->len;
+}
+
+static int resnet_graph(const nb_model *m, nb_gnode *nodes, int cap) {
+    const resnet *r = m->net;
+    gbuf g = {nodes, cap, 0};
+    int h = gpush(&g, NB_G_INPUT, -1, -1, NULL);
+    h = gpush(&g, NB_G_RELU, gpush(&g, NB_G_CONV, h, -1, r->conv1), -1, NULL);
+    if (r->maxpool) {
+        h = gpush(&g, NB_G_MAXPOOL, h, -1, NULL);
+        if (h < cap) nodes[h].k = 3, nodes[h].stride = 2, nodes[h].pad = 1;
+    }
+    for (int i = 0; i < r->n_blocks; i++) {
+        const basic_block *b = &r->blocks[i];
+        int y = gpush(&g, NB_G_RELU, gpush(&g, NB_G_CONV, h, -1, b->conv1), -1, NULL);
+        y = gpush(&g, NB_G_CONV, y, -1, b->conv2);
+        int sc = h;
+        if (b->down_conv) sc = gpush(&g, NB_G_CONV, h, -1, b->down_conv);
+        else if (b->pad_shortcut) {
+            sc = gpush(&g, NB_G_SHORTCUT_PAD, h, -1, NULL);
+            if (sc < cap) nodes[sc].stride = b->stride, nodes[sc].out_c = b->out_c;
+        }
+        h = gpush(&g, NB_G_RELU, gpush(&g, NB_G_ADD, y, sc, NULL), -1, NULL);
+    }
+    gpush(&g, NB_G_LINEAR, gpush(&g, NB_G_GAP, h, -1, NULL), -1, r->fc);
+    return gfinish(&g, m);
+}
+
 /* Adds one stage of `n` basic blocks named layer<stage>.<i>. */
 static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out_c, int stride,
                      nb_shortcut sc) {
@@ -115,6 +160,7 @@ static nb_model *build_resnet(const char *arch, const nb_model_opts *o, nb_rng *
     m->net = r;
     m->net_free = resnet_free;
     m->forward = resnet_forward;
+    m->graph = resnet_graph;
     nb_shortcut sc = o->shortcut;
     if (imagenet) {
         if (nb_stem_resolve(o->stem, o->input_size) == NB_STEM_IMAGENET) {
@@ -161,6 +207,21 @@ static nb_tensor *smallcnn_forward(nb_model *m, nb_tape *t, nb_tensor *x) {
     return nb_linear_module_forward(s->fc, t, nb_global_avgpool(t, h));
 }
 
+static int smallcnn_graph(const nb_model *m, nb_gnode *nodes, int cap) {
+    const smallcnn *s = m->net;
+    gbuf g = {nodes, cap, 0};
+    int h = gpush(&g, NB_G_INPUT, -1, -1, NULL);
+    for (int i = 0; i < 3; i++) {
+        h = gpush(&g, NB_G_RELU, gpush(&g, NB_G_CONV, h, -1, s->conv[i]), -1, NULL);
+        if (i < 2) {
+            h = gpush(&g, NB_G_MAXPOOL, h, -1, NULL);
+            if (h < cap) nodes[h].k = 2, nodes[h].stride = 2, nodes[h].pad = 0;
+        }
+    }
+    gpush(&g, NB_G_LINEAR, gpush(&g, NB_G_GAP, h, -1, NULL), -1, s->fc);
+    return gfinish(&g, m);
+}
+
 static nb_model *build_smallcnn(const char *arch, const nb_model_opts *o, nb_rng *rng) {
     nb_model *m = nb_model_begin(arch, o);
     smallcnn *s = nb_calloc(1, sizeof *s);
@@ -172,6 +233,7 @@ static nb_model *build_smallcnn(const char *arch, const nb_model_opts *o, nb_rng
     m->net = s;
     m->net_free = smallcnn_free;
     m->forward = smallcnn_forward;
+    m->graph = smallcnn_graph;
     int c = o->in_channels, w = o->width;
     for (int i = 0; i < 3; i++) {
         char name[32];
