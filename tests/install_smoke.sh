@@ -22,7 +22,7 @@ int main(void) {
 C
 # pkg-config's prefix comes from the configure step; point it at the copy
 cc "$prefix/app.c" -I"$prefix/include/nibble" -L"$prefix/lib" -lnibble \
-   $(pkg-config --cflags --libs openblas hdf5 libcjson libpng libjpeg) -fopenmp -lm -o "$prefix/app"
+   $(pkg-config --cflags --libs openblas hdf5 libcjson libpng libjpeg libprotobuf-c) -fopenmp -lm -o "$prefix/app"
 pkg-config --exists nibble
 test "$("$prefix/app")" = 269722
 test -x "$prefix/bin/nibble"
