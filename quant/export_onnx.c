@@ -382,26 +382,35 @@ static Onnx__ModelProto *build(ox *b, const nb_xmodel *x, int opset) {
                     l->akind == NB_XA_NONE ? "float" : l->amethod));
     }
 
-    /* name[i]: node i's output; chans[i]: its channel count (the shortcut's
-     * padding needs its input's) */
+    /* name[i]: node i's output; shape[i]: its (C, H, W), H = W = 0 once
+     * flat (N, C). The shortcut's padding needs its input's C, the graph's
+     * output type the last node's shape. */
     const char **name = ox_alloc(b, sizeof(char *) * (size_t)x->n_nodes);
-    int *chans = ox_alloc(b, sizeof(int) * (size_t)x->n_nodes);
+    int64_t(*shape)[3] = ox_alloc(b, sizeof *shape * (size_t)x->n_nodes);
     name[0] = "input";
-    chans[0] = x->in_c;
+    shape[0][0] = x->in_c, shape[0][1] = x->in_h, shape[0][2] = x->in_w;
     for (int i = 1; i < x->n_nodes; i++) {
         const nb_xnode *n = &x->nodes[i];
         const char *a = name[n->a];
+        const int64_t *in = shape[n->a];
+        int64_t *sh = shape[i];
         const char *out = i == x->n_nodes - 1 ? "logits"
                           : n->op == NB_G_CONV || n->op == NB_G_LINEAR
                               ? x->layers[n->layer].name
                               : ox_str(b, "%s_%d", nb_gop_name(n->op), i);
-        chans[i] = chans[n->a];
+        memcpy(sh, in, sizeof shape[0]);
         switch (n->op) {
         case NB_G_CONV:
-        case NB_G_LINEAR:
-            layer(b, &x->layers[n->layer], a, out);
-            chans[i] = x->layers[n->layer].oc;
+        case NB_G_LINEAR: {
+            const nb_xlayer *l = &x->layers[n->layer];
+            layer(b, l, a, out);
+            sh[0] = l->oc;
+            if (l->is_conv) {
+                sh[1] = (in[1] + 2 * l->pad - l->kh) / l->stride + 1;
+                sh[2] = (in[2] + 2 * l->pad - l->kw) / l->stride + 1;
+            }
             break;
+        }
         case NB_G_RELU: OX_NODE(b, "Relu", out, a); break;
         case NB_G_ADD: OX_NODE(b, "Add", out, a, name[n->b]); break;
         case NB_G_SHORTCUT_PAD: {
@@ -413,10 +422,12 @@ static Onnx__ModelProto *build(ox *b, const nb_xmodel *x, int opset) {
                                      ox_ints(b, ox_str(b, "%saxes", p), 2, (int64_t[]){2, 3}),
                                      ox_ints(b, ox_str(b, "%ssteps", p), 2, (int64_t[]){n->stride, n->stride}))
                                  ->output[0];
-            const int64_t before = (n->out_c - chans[n->a]) / 2, after = n->out_c - chans[n->a] - before;
+            const int64_t before = (n->out_c - in[0]) / 2, after = n->out_c - in[0] - before;
             OX_NODE(b, "Pad", out, sl,
                     ox_ints(b, ox_str(b, "%spads", p), 8, (int64_t[]){0, before, 0, 0, 0, after, 0, 0}));
-            chans[i] = n->out_c;
+            sh[0] = n->out_c;
+            sh[1] = (in[1] + n->stride - 1) / n->stride;
+            sh[2] = (in[2] + n->stride - 1) / n->stride;
             break;
         }
         case NB_G_MAXPOOL: {
@@ -424,21 +435,25 @@ static Onnx__ModelProto *build(ox *b, const nb_xmodel *x, int opset) {
             ox_attr(b, mp, "kernel_shape", 2, (int64_t[]){n->k, n->k});
             ox_attr(b, mp, "strides", 2, (int64_t[]){n->stride, n->stride});
             ox_attr(b, mp, "pads", 4, (int64_t[]){n->pad, n->pad, n->pad, n->pad});
+            sh[1] = (in[1] + 2 * n->pad - n->k) / n->stride + 1;
+            sh[2] = (in[2] + 2 * n->pad - n->k) / n->stride + 1;
             break;
         }
         case NB_G_GAP:
             OX_NODE(b, "Flatten", out,
                     OX_NODE(b, "GlobalAveragePool", ox_str(b, "%s.pool", out), a)->output[0]);
+            sh[1] = sh[2] = 0;
             break;
         default: NB_ASSERT(0, "onnx: node %d: op %d", i, (int)n->op);
         }
         name[i] = out;
     }
+    const int64_t *last = shape[x->n_nodes - 1];
     g->n_input = g->n_output = 1;
     g->input = ox_alloc(b, sizeof(Onnx__ValueInfoProto *));
     g->output = ox_alloc(b, sizeof(Onnx__ValueInfoProto *));
-    g->input[0] = value_info(b, "input", 3, (int64_t[]){x->in_c, x->in_h, x->in_w});
-    g->output[0] = value_info(b, "logits", 1, (int64_t[]){chans[x->n_nodes - 1]});
+    g->input[0] = value_info(b, "input", 3, shape[0]);
+    g->output[0] = value_info(b, "logits", last[1] ? 3 : 1, last);
     return m;
 }
 

@@ -4,13 +4,16 @@
 //
 //   nibble eval runs/x/best.h5 --engine int --dump /tmp/d
 //   nibble export runs/x/best.h5 --format onnx -o model.onnx
-//   node scripts/ort_eval.js model.onnx /tmp/d [--batch 500] [--channels 3]
+//   node scripts/ort_eval.js model.onnx /tmp/d [--batch 500] [--channels 3] [--optimization all]
 //
 // Prints ONNX Runtime's top-1 on DIR/labels.i32 and, for each of
 // DIR/logits_fake.f32 (nibble's fake-quant model) and DIR/logits_int.f32
 // (the integer engine) that exists, the largest |logit difference| and the
 // images whose top-1 answers agree; writes DIR/logits_ort.f32. With --json,
-// one JSON object instead. Exit 1 with the reason on failure.
+// one JSON object instead. --optimization sets ONNX Runtime's graph
+// optimization level (disabled, basic, extended, all; default all: what a
+// user gets; docs/export.md says what its QDQ rewrites change). Exit 1 with
+// the reason on failure.
 //
 // onnxruntime-node is looked up from this script's folder upwards (install it
 // at the repository root: npm install --no-save --ignore-scripts onnxruntime-node).
@@ -50,23 +53,27 @@ function compare(a, b, n, k) {
 
 async function main() {
     const args = process.argv.slice(2);
-    const opt = {batch: 500, channels: 3, json: false};
+    const opt = {batch: 500, channels: 3, json: false, optimization: 'all'};
     const pos = [];
     for (let i = 0; i < args.length; i++) {
         if (args[i] === '--batch') opt.batch = Number(args[++i]);
         else if (args[i] === '--channels') opt.channels = Number(args[++i]);
         else if (args[i] === '--json') opt.json = true;
+        else if (args[i] === '--optimization') opt.optimization = args[++i];
         else pos.push(args[i]);
     }
-    if (pos.length !== 2 || !(opt.batch > 0) || !(opt.channels > 0))
-        throw new Error('usage: node scripts/ort_eval.js MODEL.onnx DUMP_DIR [--batch N] [--channels C] [--json]');
+    if (pos.length !== 2 || !(opt.batch > 0) || !(opt.channels > 0) ||
+        !['disabled', 'basic', 'extended', 'all'].includes(opt.optimization))
+        throw new Error('usage: node scripts/ort_eval.js MODEL.onnx DUMP_DIR [--batch N] [--channels C] [--json] ' +
+                        '[--optimization disabled|basic|extended|all]');
     const [model, dir] = pos;
     const ort = require('onnxruntime-node');
     const labels = readI32(path.join(dir, 'labels.i32'));
     const images = readF32(path.join(dir, 'images.f32'));
     const n = labels.length, per = images.length / n, C = opt.channels, side = Math.round(Math.sqrt(per / C));
     if (!n || C * side * side !== per) throw new Error(`${dir}: ${images.length} values for ${n} images of ${C} channels`);
-    const session = await ort.InferenceSession.create(model, {executionProviders: ['cpu']});
+    const session = await ort.InferenceSession.create(
+        model, {executionProviders: ['cpu'], graphOptimizationLevel: opt.optimization});
     let logits = null, k = 0, correct = 0;
     const t0 = Date.now();
     for (let s = 0; s < n; s += opt.batch) {
@@ -74,7 +81,7 @@ async function main() {
         const x = new ort.Tensor('float32', images.subarray(s * per, (s + b) * per), [b, C, side, side]);
         const y = (await session.run({input: x})).logits;
         if (!logits) {
-            k = y.dims[1];
+            k = y.data.length / b; // values per image (logits; a lone layer's C·H·W)
             logits = new Float32Array(n * k);
         }
         logits.set(y.data, s * k);
