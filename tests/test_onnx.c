@@ -378,8 +378,8 @@ START_TEST(test_onnx_model) {
         for (int i = 0; i < xm->n_layers; i++) {
             const nb_xlayer *l = &xm->layers[i];
             char key[64];
-            snprintf(key, sizeof key, "%d %d %d %d %d %d %d %d", l->is_conv, l->kh, l->stride, l->wkind, l->wbits,
-                     l->gran, l->akind, l->aqmin);
+            snprintf(key, sizeof key, "%d %d %d %d %d %d %d", l->is_conv, l->kh, l->stride, l->wkind, l->gran,
+                     l->akind, l->aqmin < 0);
             int k = 0;
             while (k < nseen && strcmp(seen[k], key)) k++;
             if (k < nseen || nseen == 32) continue;
@@ -469,10 +469,6 @@ static void ort_exact(nb_xlayer *l, const float *v, const float *want, int N, co
     char path[1024];
     snprintf(path, sizeof path, "%s", nb_test_tmp_path("quant.onnx"));
     ck_assert_msg(nb_export_onnx(&x, path, 13) == NB_OK, "%s: %s", what, nb_last_error());
-    if (have_onnx_python()) {
-        char rep[8192];
-        onnx_check(path, rep, sizeof rep);
-    }
     float *got = malloc(sizeof(float) * (size_t)N * QK);
     ort_run(path, "all", v, N, QK, 1, 1, got, QK);
     for (int i = 0; i < N * QK; i++)
