@@ -596,8 +596,17 @@ START_TEST(test_onnx_errors) {
     ck_assert_int_eq(nb_export_onnx(&x, path, 13), NB_STATUS_BAD_INPUT);
     ck_assert_msg(strstr(nb_last_error(), "node 2 (linear)"), "%s", nb_last_error());
     x.nodes[2].a = 1;
-    /* and the good one writes */
-    ck_assert_int_eq(nb_export_onnx(&x, path, 13), NB_OK);
+    /* every allocation failing in turn: out of memory, nothing written */
+    int n = 1;
+    for (;; n++) {
+        nb_alloc_fail_after(n);
+        const nb_status st = nb_export_onnx(&x, path, 13);
+        nb_alloc_fail_after(0);
+        if (st == NB_OK) break;
+        ck_assert_int_eq(st, NB_STATUS_OOM);
+        ck_assert(access(path, F_OK) != 0);
+    }
+    ck_assert_int_gt(n, 1);
     ck_assert(access(path, R_OK) == 0);
 }
 END_TEST
