@@ -14,7 +14,6 @@
  * ONNX layer computes Σ (ŵ·mul)·x̂ + bias where nibble computes mul·Σ ŵ·x̂ +
  * bias: the same up to float rounding. */
 #include <errno.h>
-#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -24,6 +23,12 @@
 
 #include "nb_export.h"
 #include "onnx.pb-c.h"
+
+/* Initializers are raw_data, which ONNX defines as little-endian: the
+ * machine's bytes as they are. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "quant/export_onnx.c writes tensor bytes as they are in memory: little-endian only"
+#endif
 
 enum { OX_PER_NODE = 16 }; /* bound on ONNX nodes and on initializers per IR node */
 
@@ -57,7 +62,7 @@ __attribute__((format(printf, 2, 3))) static char *ox_str(ox *b, const char *fmt
 }
 
 /* An initializer: name, ONNX element type, shape dims[nd] (nd = 0: a scalar),
- * its bytes copied from data (little-endian raw_data, as the machine's).
+ * its bytes copied from data.
  * Returns the name for use as a node input. */
 static const char *ox_init(ox *b, const char *name, int dtype, int nd, const int64_t *dims, const void *data) {
     NB_ASSERT(b->g->n_initializer < b->cap, "onnx: more than %zu initializers", b->cap);
@@ -97,8 +102,8 @@ static const char *ox_zero_point(ox *b, const char *name, int is_u8, int nd, int
                    &n, v);
 }
 
-/* A node op_type(in...) -> out; in is NULL-terminated ("" skips an optional
- * input). Room for 4 attributes. */
+/* A node op_type(in...) -> out (named after its output); in is
+ * NULL-terminated. Room for 4 attributes. */
 static Onnx__NodeProto *ox_node(ox *b, const char *op, const char *out, const char *const *in) {
     NB_ASSERT(b->g->n_node < b->cap, "onnx: more than %zu nodes", b->cap);
     Onnx__NodeProto *n = ox_alloc(b, sizeof *n);
