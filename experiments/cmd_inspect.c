@@ -1,12 +1,16 @@
 /* `nibble inspect CHECKPOINT`: what a checkpoint holds. */
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "nb_cli.h"
+#include "nb_export.h"
 #include "nibble.h"
 
 static void inspect_usage(FILE *f) {
     fprintf(f,
             "usage: nibble inspect CHECKPOINT.h5 [--no-config] [--codebook LAYER --png OUT.png]\n"
+            "       nibble inspect MODEL.nq.h5 [--no-config]\n"
             "\n"
             "Prints a checkpoint's architecture, position (epoch, step), every tensor with\n"
             "its shape and element count, parameter totals, the per-layer table (weight and\n"
@@ -17,7 +21,11 @@ static void inspect_usage(FILE *f) {
             "  --codebook LAYER --png OUT.png   for an ADQ layer (e.g. layer3.0.conv1): a\n"
             "                   histogram of its weights with its codebook levels after\n"
             "                   training and at initialisation (recomputed from the run's\n"
-            "                   init.checkpoint), written as a PNG; the codes are printed\n");
+            "                   init.checkpoint), written as a PNG; the codes are printed\n"
+            "\n"
+            "A packed export (`nibble export`) is validated (bit widths, code ranges,\n"
+            "scales) and listed: per layer the weight and input grids, parameters and\n"
+            "bytes, the file size and the compression against FP32.\n");
 }
 
 static void to_stdout(nb_log_level level, const char *msg, void *user) {
@@ -43,6 +51,37 @@ static void layer_table(const char *path, const long *in_channels) {
     nb_quant_summary(m);
     nb_log_set(NULL, NULL);
     nb_model_free(m);
+}
+
+/* A packed export: its layer table, size and normalisation. */
+static int inspect_packed(const char *path, int show_config) {
+    nb_xmodel *x = NULL;
+    nb_status st = nb_export_read_packed(path, &x);
+    if (st != NB_OK) {
+        fprintf(stderr, "nibble inspect: %s\n", nb_last_error());
+        return nb_cli_exit_code(st);
+    }
+    struct stat sb;
+    const long bytes = stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+    double fp32 = 0.0;
+    for (int i = 0; i < x->n_layers; i++) fp32 += 4.0 * ((double)x->layers[i].numel + x->layers[i].oc);
+    printf("%s: packed %s export (%s, %d classes, input %dx%dx%d)\n\n", path, x->arch, NB_PACKED_FORMAT,
+           x->opts.num_classes, x->in_c, x->in_h, x->in_w);
+    nb_export_summary(x, stdout);
+    printf("file: %ld bytes, %.2fx smaller than the FP32 weights and folded biases (%.0f bytes)\n", bytes,
+           fp32 / (double)(bytes > 0 ? bytes : 1), fp32);
+    if (x->n_norm) {
+        printf("input normalisation: (pixel/255 - mean)/std, mean");
+        for (int c = 0; c < x->n_norm; c++) printf(" %.4f", (double)x->mean[c]);
+        printf(", std");
+        for (int c = 0; c < x->n_norm; c++) printf(" %.4f", (double)x->std[c]);
+        printf("\n");
+    } else {
+        printf("input normalisation: unknown (exported without its dataset)\n");
+    }
+    if (show_config && x->config_json) printf("\nconfig:\n%s\n", x->config_json);
+    nb_xmodel_free(x);
+    return 0;
 }
 
 static long numel_of(const nb_ckpt_tensor *t) {
@@ -82,6 +121,13 @@ int nb_cmd_inspect(int argc, char **argv) {
     if (!codebook != !png) {
         fprintf(stderr, "nibble inspect: --codebook LAYER and --png OUT.png go together\n");
         return 2;
+    }
+    if (nb_export_is_packed(path)) {
+        if (codebook) {
+            fprintf(stderr, "nibble inspect: --codebook reads a training checkpoint, %s is a packed export\n", path);
+            return 2;
+        }
+        return inspect_packed(path, show_config);
     }
     char *json = NULL, arch[32];
     nb_ckpt_meta meta;

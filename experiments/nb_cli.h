@@ -11,6 +11,7 @@ int nb_cmd_train(int argc, char **argv);
 int nb_cmd_ptq(int argc, char **argv);
 int nb_cmd_eval(int argc, char **argv);
 int nb_cmd_inspect(int argc, char **argv);
+int nb_cmd_export(int argc, char **argv);
 int nb_cmd_allocate(int argc, char **argv);
 int nb_cmd_sensitivity(int argc, char **argv);
 /* inspect --codebook: the histogram of an ADQ layer's weights with its

@@ -43,6 +43,21 @@ long nb_nonfinite_rows(const nb_tensor *logits);
  * Errors from the loader are returned with its message. */
 nb_status nb_evaluate(nb_model *m, nb_loader *l, nb_tape *tape, nb_eval_result *out);
 
+/* The integer engine (quant/nb_export.h) against a reference model. */
+typedef struct {
+    double max_abs_diff;  /* largest |logit difference| over all images and classes */
+    long top1_agree;      /* images whose arg-max is the same in both */
+    long n;
+} nb_eval_compare;
+
+struct nb_int_engine;
+/* One pass of the loader's current epoch through the integer engine e
+ * (logits (N, classes), classes logits per image) into *out; with ref (may
+ * be NULL) the same images through ref's evaluation forward too, into
+ * *ref_out and *cmp. */
+nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, nb_loader *l, nb_tape *tape,
+                          nb_eval_result *out, nb_eval_result *ref_out, nb_eval_compare *cmp);
+
 /* ------------------------------------------------------------- training */
 
 typedef struct {

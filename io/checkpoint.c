@@ -5,7 +5,6 @@
  * removed and an existing PATH is left as it was. Reading is in
  * checkpoint_read.c. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -138,58 +137,6 @@ static void write_optim(writer *w, hid_t f, nb_optimizer *opt) {
     H5Gclose(g);
 }
 
-/* The file image of f (an in-memory file) into tmp, synced: fsync so that
- * the rename never publishes a file whose data is still in the page cache
- * only (a crash would leave a truncated checkpoint). HDF5 itself never
- * writes to the disk: HDF5 1.10 cannot recover from a failed write (a full
- * disk) and crashes in its exit handler, so every disk error is ours. */
-static nb_status write_image(const char *path, const char *tmp, hid_t f) {
-    char d[256];
-    ssize_t size = H5Fget_file_image(f, NULL, 0);
-    unsigned char *buf = size > 0 ? nb_malloc((size_t)size) : NULL;
-    if (size <= 0 || !buf || H5Fget_file_image(f, buf, (size_t)size) != size) {
-        nb_status st = size > 0 && !buf
-                           ? nb_set_error(NB_STATUS_OOM, "%s: out of memory for the %zd-byte file image",
-                                          path, size)
-                           : nb_set_error(NB_STATUS_IO, "%s: cannot build the file image (%s)", path,
-                                          nb_h5_error_detail(d, sizeof d));
-        nb_free(buf);
-        return st;
-    }
-    nb_status st = NB_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        st = nb_set_error(NB_STATUS_IO, "%s: cannot create %s (%s)", path, tmp, strerror(errno));
-        nb_free(buf);
-        return st;
-    }
-    for (size_t done = 0; done < (size_t)size && st == NB_OK;) {
-        ssize_t n = write(fd, buf + done, (size_t)size - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0)
-            st = nb_set_error(NB_STATUS_IO, "%s: cannot write %s: %s", path, tmp,
-                              n < 0 ? strerror(errno) : "no progress");
-        else
-            done += (size_t)n;
-    }
-    if (st == NB_OK && fsync(fd) != 0)
-        st = nb_set_error(NB_STATUS_IO, "%s: cannot sync %s: %s", path, tmp, strerror(errno));
-    if (close(fd) != 0 && st == NB_OK)
-        st = nb_set_error(NB_STATUS_IO, "%s: cannot write %s: %s", path, tmp, strerror(errno));
-    nb_free(buf);
-    return st;
-}
-
-/* An in-memory HDF5 file (the core driver without a backing store). */
-static hid_t create_in_memory(const char *tmp) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    hid_t f = H5I_INVALID_HID;
-    if (fapl >= 0 && H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) >= 0)
-        f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (fapl >= 0) H5Pclose(fapl);
-    return f;
-}
-
 nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *opt,
                              const nb_ckpt_meta *meta) {
     nb_ckpt_meta none = {.best_top1 = -1.0};
@@ -202,7 +149,7 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
     int created = 0;
     nb_h5_quiet q;
     nb_h5_quiet_begin(&q);
-    hid_t f = create_in_memory(tmp);
+    hid_t f = nb_h5_mem_create(tmp);
     if (f < 0) {
         char d[256];
         w.st = nb_set_error(NB_STATUS_IO, "%s: cannot create %s (%s)", path, tmp,
@@ -215,7 +162,7 @@ nb_status nb_checkpoint_save(const char *path, const nb_model *m, nb_optimizer *
     if (m->quant) write_entries(&w, f, "quant", m->quant->entries, m->quant->n_entries);
     if (opt) write_optim(&w, f, opt);
     if (w.st == NB_OK && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) failed(&w, tmp, "");
-    if (w.st == NB_OK) w.st = write_image(path, tmp, f);
+    if (w.st == NB_OK) w.st = nb_h5_mem_write(path, tmp, f);
     herr_t closed = H5Fclose(f);
     f = H5I_INVALID_HID;
     if (closed < 0) failed(&w, tmp, "");

@@ -32,6 +32,12 @@ hid_t nb_h5_vlen_str_type(void);
 int nb_h5_write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank, hsize_t n,
                      const void *buf);
 
+/* Files written whole: built in memory (the core driver without a backing
+ * store, named tmp), then nb_h5_mem_write puts the file image into tmp and
+ * syncs it (the caller renames tmp over path). Messages name path. */
+hid_t nb_h5_mem_create(const char *tmp);
+nb_status nb_h5_mem_write(const char *path, const char *tmp, hid_t f);
+
 /* h5_attrs.c: checked reads of root attributes (messages name the file,
  * the attribute, its type and shape). Strings are nb_strdup'ed; the array
  * reader hands back all *count entries even on error (free them). A

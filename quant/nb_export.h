@@ -105,8 +105,9 @@ typedef struct {
 
 /* The IR of model m (quantized or not; evaluation state, ready quantizers).
  * Every uniform or codebook weight's codes are checked to reproduce the
- * quantizer's forward exactly; a mismatch or an unsupported quantizer
- * (binary, ternary) is NB_STATUS_BAD_INPUT naming the layer. Owned. */
+ * quantizer's forward exactly (a mismatch is NB_STATUS_BAD_INPUT naming
+ * the layer). Binary and ternary weights become the grid [-1, 1] with one
+ * scale α per output channel (2 bits). Owned. */
 nb_status nb_export_build(nb_model *m, nb_xmodel **out);
 void nb_xmodel_free(nb_xmodel *x);
 

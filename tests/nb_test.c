@@ -105,3 +105,60 @@ nb_quantizer *nb_test_quantizer(nb_model *m, const char *name) {
     ck_abort_msg("no quantizer %s", name);
     return NULL;
 }
+
+nb_model *nb_test_export_model(const char *arch, int shortcut, const nb_quant_policy *p, int steps) {
+    nb_model_opts o = nb_model_opts_default();
+    o.num_classes = 10;
+    o.width = 8;
+    o.shortcut = (nb_shortcut)shortcut;
+    nb_rng r;
+    nb_rng_seed(&r, 11, 0);
+    nb_model *m = nb_model_build(arch, &o, &r);
+    ck_assert_msg(m != NULL, "%s", nb_last_error());
+    for (int i = 0; i < m->n_modules; i++) {
+        if (m->modules[i]->type != NB_MOD_BATCHNORM2D) continue;
+        nb_bn_module *bn = (nb_bn_module *)m->modules[i];
+        for (size_t c = 0; c < bn->weight->numel; c++) {
+            bn->weight->data[c] = 0.6f + 0.8f * nb_rng_uniform(&r);
+            bn->bias->data[c] = 0.2f * nb_rng_normal(&r);
+            bn->running_mean->data[c] = 0.1f * nb_rng_normal(&r);
+            bn->running_var->data[c] = 0.5f + nb_rng_uniform(&r);
+        }
+    }
+    if (p) {
+        if (p->fold_bn) nb_quant_fold_bn(m);
+        ck_assert_msg(nb_quant_attach(m, p) == NB_OK, "%s", nb_last_error());
+    }
+    nb_tensor *x = nb_tensor_new(4, (int[]){8, 3, 32, 32});
+    nb_tape *t = nb_tape_new();
+    ck_assert(x && t);
+    const int32_t y[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int b = 0; b < 2 && p; b++) {
+        for (size_t i = 0; i < x->numel; i++) x->data[i] = nb_rng_normal(&r);
+        nb_tape_set_grad(t, 0);
+        nb_model_set_pass(m, NB_PASS_CALIBRATE);
+        nb_model_forward(m, t, x);
+        nb_tape_reset(t);
+    }
+    if (p) ck_assert_msg(nb_quant_calibrate_finish(m) == NB_OK, "%s", nb_last_error());
+    nb_tape_set_grad(t, 1);
+    nb_model_train(m, 1);
+    m->bn_frozen = 1; /* keep the random running statistics */
+    for (int s = 0; s < steps; s++) {
+        nb_model_zero_grad(m);
+        nb_tensor *l = nb_cross_entropy(t, nb_model_forward(m, t, x), y, 0.0f);
+        ck_assert_int_eq(nb_backward(t, l), NB_OK);
+        for (size_t i = 0; i < m->n_param_floats; i++) m->param_data[i] -= 0.05f * m->param_grad[i];
+        if (m->quant) {
+            nb_model_ext *q = m->quant;
+            for (size_t i = 0; i < q->n_param_floats; i++) q->param_data[i] -= 0.01f * q->param_grad[i];
+            if (q->after_step) ck_assert_msg(q->after_step(q->owner) == NB_OK, "%s", nb_last_error());
+        }
+        nb_tape_reset(t);
+    }
+    m->bn_frozen = 0;
+    nb_model_train(m, 0);
+    nb_tape_free(t);
+    nb_tensor_free(x);
+    return m;
+}

@@ -38,4 +38,11 @@ nb_model *nb_test_smallcnn(void);
  * test when there is none. */
 nb_quantizer *nb_test_quantizer(nb_model *m, const char *name);
 
+/* A model for the export tests: arch ("smallcnn", "resnet20", ...; shortcut
+ * NB_SHORTCUT_A or B) with weights from seed 11, batchnorm statistics and
+ * affine parameters set to random non-trivial values (so folding matters),
+ * quantized per p (NULL: FP32; p->fold_bn folds first, as PTQ does),
+ * calibrated on 2 batches of 8 random images and trained `steps` SGD steps
+ * (lr 0.05) on them; returned in evaluation mode. Aborts the test on failure. */
+nb_model *nb_test_export_model(const char *arch, int shortcut, const nb_quant_policy *p, int steps);
 #endif
