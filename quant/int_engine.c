@@ -62,7 +62,7 @@ typedef struct {
     in_kind in;
     nb_ik_grid grid;        /* IN_CODES: its grid; u = q - qmin */
     int zeff;               /* z - qmin: the code of real 0 (padding) */
-    float xs, xbeta;        /* IN_XHAT: x̂ = xs·(q - z) + xbeta (or xs·count, n2uq) */
+    nb_xlayer aq;           /* IN_XHAT: the input quantizer's fields (nb_xlayer_quant_input) */
     int codes_in;           /* its input value holds its codes already */
     /* compute */
     conv_path cp;
@@ -193,20 +193,21 @@ static nb_status check_layer(const nb_xlayer *l) {
  * real 0 is a code, else x̂ or the float input itself. */
 static void plan_input(iconv *cv, const nb_xlayer *l, const float *thr_copy) {
     memset(&cv->grid, 0, sizeof cv->grid);
+    memset(&cv->aq, 0, sizeof cv->aq);
+    snprintf(cv->aq.name, sizeof cv->aq.name, "%s", l->name);
+    cv->aq.akind = l->akind;
+    cv->aq.aqmin = l->aqmin, cv->aq.aqmax = l->aqmax, cv->aq.azero = l->azero;
+    cv->aq.ascale = l->ascale, cv->aq.aoffset = l->aoffset;
+    cv->aq.n_thr = l->n_thr, cv->aq.thr = (float *)thr_copy;
     cv->in = IN_FLOAT;
-    cv->xs = 1.0f;
-    cv->xbeta = 0.0f;
     if (l->akind == NB_XA_UNIFORM) {
         cv->in = l->aoffset == 0.0f && l->aqmax - l->aqmin <= 255 && l->azero >= l->aqmin && l->azero <= l->aqmax
                      ? IN_CODES
                      : IN_XHAT;
         cv->grid = (nb_ik_grid){0, l->ascale, l->azero, l->aqmin, l->aqmax, 0, NULL};
-        cv->xs = l->ascale;
-        cv->xbeta = l->aoffset;
     } else if (l->akind == NB_XA_N2UQ) {
         cv->in = l->n_thr <= 255 ? IN_CODES : IN_XHAT;
         cv->grid = (nb_ik_grid){1, l->ascale, 0, 0, l->n_thr, l->n_thr, thr_copy};
-        cv->xs = l->ascale;
     }
     cv->zeff = cv->grid.z - cv->grid.qmin;
 }
@@ -858,29 +859,11 @@ static void conv_forward(nb_int_engine *e, const iconv *cv, const void *in, void
         in = e->qbuf;
     } else if (cv->in == IN_XHAT) {
         const float *x = in;
-        const nb_ik_grid *g = &cv->grid;
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (long b = 0; b < nblk; b++) {
             const size_t i0 = (size_t)b * ELEM_BLOCK, n = in_n - i0 < ELEM_BLOCK ? in_n - i0 : ELEM_BLOCK;
-            for (size_t i = i0; i < i0 + n; i++) {
-                const float v = x[i];
-                if (g->n2uq) {
-                    int lo = 0, hi = g->n_thr;
-                    while (lo < hi) {
-                        const int mid = (lo + hi) / 2;
-                        if (v >= g->thr[mid]) lo = mid + 1;
-                        else hi = mid;
-                    }
-                    e->fbuf[i] = cv->xs * (float)lo;
-                } else {
-                    /* LSQ+: x̂ = s·q + β with q = clamp(rint((x - β)/s) + z) */
-                    float t = (v - cv->xbeta) / cv->xs;
-                    t = t != t ? 0.0f : t < -4194304.0f ? -4194304.0f : t > 4194304.0f ? 4194304.0f : t;
-                    int32_t q = (int32_t)rintf(t) + g->z;
-                    q = q < g->qmin ? g->qmin : q > g->qmax ? g->qmax : q;
-                    e->fbuf[i] = cv->xs * (float)(q - g->z) + cv->xbeta;
-                }
-            }
+            memcpy(e->fbuf + i0, x + i0, sizeof(float) * n);
+            nb_xlayer_quant_input(&cv->aq, e->fbuf + i0, n);
         }
         in = e->fbuf;
     }
