@@ -38,30 +38,20 @@ typedef enum { IN_CODES = 0, IN_FLOAT, IN_XHAT } in_kind;
 typedef enum { CP_INT = 0, CP_FLOAT } conv_path;
 typedef enum { OUT_F32 = 0, OUT_RQ, OUT_FQ } out_kind;
 
-/* clen channels from c0 at ntaps consecutive taps (kh, kw + t), written to
- * X[dst ...]: contiguous in the input when clen = C. */
-typedef struct {
-    int kh, kw, c0, clen, ntaps, dst;
-} irun;
-
-typedef struct {
-    int dst, len;
-} izero;
-
 typedef struct {
     const char *name;       /* the layer's (borrowed from the engine's copy) */
     int node, consumer;     /* its node; the conv node reading its codes (OUT_RQ / OUT_FQ) */
     int is_conv;
-    int OC, OCp, C, H, W, KH, KW, stride, pad, OH, OW;
-    int K, Kp;              /* K = C·KH·KW; Kp packed (segments padded to 4) */
-    irun *runs;
-    izero *zeros;
-    int n_runs, n_zeros, nseg;
+    int OC, OCp, KH, KW;
+    int K;                  /* C·KH·KW (g.Kp: packed, segments padded to 4) */
+    nb_ik_geom g;           /* input and output shapes, the im2row runs */
+    nb_ik_geom gt;          /* the same as its tiles see the input (padded: pad 0, H, W + 2 pad) */
+    int padded;             /* its input is copied with the zero border (whole-channel runs) */
+    int nseg;
     int *seg;               /* nseg + 1 packed offsets */
     /* input */
     in_kind in;
-    nb_ik_grid grid;        /* IN_CODES: its grid; u = q - qmin */
-    int zeff;               /* z - qmin: the code of real 0 (padding) */
+    nb_ik_grid grid;        /* IN_CODES: its grid; u = q - qmin (g.zeff = z - qmin: real 0) */
     nb_xlayer aq;           /* IN_XHAT: the input quantizer's fields (nb_xlayer_quant_input) */
     int codes_in;           /* its input value holds its codes already */
     /* compute */
@@ -209,7 +199,7 @@ static void plan_input(iconv *cv, const nb_xlayer *l, const float *thr_copy) {
         cv->in = l->n_thr <= 255 ? IN_CODES : IN_XHAT;
         cv->grid = (nb_ik_grid){1, l->ascale, 0, 0, l->n_thr, l->n_thr, thr_copy};
     }
-    cv->zeff = cv->grid.z - cv->grid.qmin;
+    cv->g.zeff = cv->grid.z - cv->grid.qmin;
 }
 
 /* The packed K order: per segment [ka, kb) of the original (c, kh, kw)
@@ -220,38 +210,38 @@ static nb_status plan_runs(iconv *cv, int G, int **kmap_out) {
     const int KK = cv->KH * cv->KW, K = cv->K;
     cv->nseg = (K + G - 1) / G;
     const int max_runs = K + cv->nseg * cv->KH, max_kp = K + 3 * cv->nseg;
-    cv->runs = nb_malloc(sizeof(irun) * (size_t)max_runs);
-    cv->zeros = nb_malloc(sizeof(izero) * (size_t)cv->nseg);
+    cv->g.runs = nb_malloc(sizeof(nb_ik_run) * (size_t)max_runs);
+    cv->g.zeros = nb_malloc(sizeof(nb_ik_zero) * (size_t)cv->nseg);
     cv->seg = nb_malloc(sizeof(int) * (size_t)(cv->nseg + 1));
     int *kmap = nb_malloc(sizeof(int) * (size_t)max_kp);
-    if (!cv->runs || !cv->zeros || !cv->seg || !kmap) {
+    if (!cv->g.runs || !cv->g.zeros || !cv->seg || !kmap) {
         nb_free(kmap);
         return NB_STATUS_OOM;
     }
     int pos = 0;
-    cv->n_runs = cv->n_zeros = 0;
+    cv->g.n_runs = cv->g.n_zeros = 0;
     for (int g = 0; g < cv->nseg; g++) {
         const int ka = g * G, kb = ka + G < K ? ka + G : K;
         cv->seg[g] = pos;
         if (ka % KK == 0 && kb % KK == 0) {
             const int c0 = ka / KK, c1 = kb / KK;
             for (int kh = 0; kh < cv->KH; kh++) {
-                cv->runs[cv->n_runs++] = (irun){kh, 0, c0, c1 - c0, cv->KW, pos};
+                cv->g.runs[cv->g.n_runs++] = (nb_ik_run){kh, 0, c0, c1 - c0, cv->KW, pos};
                 for (int t = 0; t < cv->KW; t++)
                     for (int c = c0; c < c1; c++) kmap[pos++] = (c * cv->KH + kh) * cv->KW + t;
             }
         } else {
             for (int k = ka; k < kb; k++) {
-                cv->runs[cv->n_runs++] = (irun){(k % KK) / cv->KW, k % cv->KW, k / KK, 1, 1, pos};
+                cv->g.runs[cv->g.n_runs++] = (nb_ik_run){(k % KK) / cv->KW, k % cv->KW, k / KK, 1, 1, pos};
                 kmap[pos++] = k;
             }
         }
         if (pos % 4) {
-            cv->zeros[cv->n_zeros++] = (izero){pos, 4 - pos % 4};
+            cv->g.zeros[cv->g.n_zeros++] = (nb_ik_zero){pos, 4 - pos % 4};
             while (pos % 4) kmap[pos++] = -1;
         }
     }
-    cv->seg[cv->nseg] = cv->Kp = pos;
+    cv->seg[cv->nseg] = cv->g.Kp = pos;
     *kmap_out = kmap;
     return NB_OK;
 }
@@ -278,7 +268,7 @@ static float wdeq(const nb_xlayer *l, int o, int k) {
 static int int_capable(const iconv *cv, const nb_xlayer *l, int *fits_s8) {
     if (cv->in != IN_CODES || l->wkind != NB_XW_UNIFORM) return 0;
     if (l->L.rows == 1 && l->L.G != l->L.K) return 0; /* groups across channels */
-    if ((double)cv->Kp * 255.0 * 255.0 >= 2147483647.0) return 0;
+    if ((double)cv->g.Kp * 255.0 * 255.0 >= 2147483647.0) return 0;
     int lo = 0, hi = 0;
     for (int o = 0; o < l->oc; o++)
         for (int k = 0; k < cv->K; k++) {
@@ -291,7 +281,7 @@ static int int_capable(const iconv *cv, const nb_xlayer *l, int *fits_s8) {
 }
 
 static nb_status pack_weights(iconv *cv, const nb_xlayer *l, const int *kmap, nb_ik_path path) {
-    const int OCp = cv->OCp, Kp = cv->Kp;
+    const int OCp = cv->OCp, Kp = cv->g.Kp;
     cv->bias = nb_calloc((size_t)OCp, sizeof(float));
     if (!cv->bias) return NB_STATUS_OOM;
     for (int o = 0; o < l->oc; o++) cv->bias[o] = l->bias[o];
@@ -319,7 +309,7 @@ static nb_status pack_weights(iconv *cv, const nb_xlayer *l, const int *kmap, nb
                 if (cv->w8) cv->w8[((size_t)(p / 4) * OCp + o) * 4 + p % 4] = (int8_t)w;
                 else cv->w16[((size_t)(p / 2) * OCp + o) * 2 + p % 2] = (int16_t)w;
             }
-            if (cv->w8) cv->corr[(size_t)g * OCp + o] = cv->zeff * sum;
+            if (cv->w8) cv->corr[(size_t)g * OCp + o] = cv->g.zeff * sum;
             /* the scale of (o, g): rows = OC (channel, group) or 1 (tensor) */
             const float sw = l->scale[(l->L.rows == 1 ? 0 : (size_t)o * ng) + (size_t)g];
             cv->S[(size_t)g * OCp + o] = (float)((double)cv->grid.s * (double)sw * (double)l->mul[o]);
@@ -333,7 +323,7 @@ static int plan_requant(iconv *cv, const nb_xlayer *l, const nb_ik_grid *g) {
     if (cv->cp != CP_INT || cv->nseg != 1 || g->n2uq) return 0;
     /* |acc| <= bound: Σ_k |w| times the largest |q - z| of the input */
     const int umax = cv->grid.qmax - cv->grid.qmin;
-    const double xmax = (double)(cv->zeff > umax - cv->zeff ? cv->zeff : umax - cv->zeff);
+    const double xmax = (double)(cv->g.zeff > umax - cv->g.zeff ? cv->g.zeff : umax - cv->g.zeff);
     double bound = 0.0;
     for (int o = 0; o < cv->OC; o++) {
         double s = 0.0;
@@ -548,11 +538,11 @@ static nb_status plan_conv(nb_int_engine *e, const nb_xmodel *x, int i, const fl
     cv->is_conv = l->is_conv;
     cv->OC = l->oc;
     cv->OCp = round_up(l->oc, 16);
-    cv->C = a->C, cv->H = a->H, cv->W = a->W;
+    cv->g.C = a->C, cv->g.H = a->H, cv->g.W = a->W;
     cv->KH = l->kh, cv->KW = l->kw;
-    cv->stride = l->is_conv ? l->stride : 1;
-    cv->pad = l->is_conv ? l->pad : 0;
-    cv->OH = n->H, cv->OW = n->W;
+    cv->g.stride = l->is_conv ? l->stride : 1;
+    cv->g.pad = l->is_conv ? l->pad : 0;
+    cv->g.OH = n->H, cv->g.OW = n->W;
     cv->K = l->ic * l->kh * l->kw;
     plan_input(cv, l, thr_copy);
     /* the integer path's segments are the weight groups; the float path
@@ -568,16 +558,24 @@ static nb_status plan_conv(nb_int_engine *e, const nb_xmodel *x, int i, const fl
         cv->ip = e->path == NB_IK_VNNI && !fits_s8 ? NB_IK_AVX2 : e->path;
     } else if (grouped) {
         /* rebuild in whole channels for the float path */
-        nb_free(cv->runs);
-        nb_free(cv->zeros);
+        nb_free(cv->g.runs);
+        nb_free(cv->g.zeros);
         nb_free(cv->seg);
         nb_free(kmap);
-        cv->runs = NULL, cv->zeros = NULL, cv->seg = NULL;
+        cv->g.runs = NULL, cv->g.zeros = NULL, cv->seg = NULL;
         st = plan_runs(cv, cv->K, &kmap);
         if (st != NB_OK) return nb_set_error(st, "int engine: layer %s: out of memory", l->name);
     }
     st = pack_weights(cv, l, kmap, cv->cp == CP_INT ? cv->ip : NB_IK_SCALAR);
     nb_free(kmap);
+    /* whole-channel runs read whole pixels: with the input copied into a
+     * zero border, every window lies inside and im2row checks no bounds */
+    int full = 1;
+    for (int r = 0; r < cv->g.n_runs; r++) full &= cv->g.runs[r].clen == cv->g.C;
+    cv->padded = full && cv->g.pad > 0;
+    cv->gt = cv->g;
+    if (cv->padded) cv->gt.H += 2 * cv->g.pad, cv->gt.W += 2 * cv->g.pad, cv->gt.pad = 0;
+    cv->gt.inside = full;
     if (st != NB_OK) return nb_set_error(st, "int engine: layer %s: out of memory for its weights", l->name);
     return NB_OK;
 }
@@ -594,6 +592,11 @@ static nb_status plan_outputs(nb_int_engine *e, const nb_xmodel *x) {
     return NB_OK;
 }
 
+/* Whether cv's input goes through prep_image: quantized, x̂ or padded. */
+static int needs_prep(const iconv *cv) {
+    return (cv->in == IN_CODES && !cv->codes_in) || cv->in == IN_XHAT || cv->padded;
+}
+
 static nb_status alloc_buffers(nb_int_engine *e) {
     size_t most = 1;
     for (int s = 0; s < e->n_slots; s++) most = e->slot_cap[s] > most ? e->slot_cap[s] : most;
@@ -602,19 +605,20 @@ static nb_status alloc_buffers(nb_int_engine *e) {
     e->slot = nb_calloc((size_t)e->n_slots, sizeof(void *));
     if (!e->slot) return NB_STATUS_OOM;
     for (int s = 0; s < e->n_slots; s++)
-        if (!(e->slot[s] = nb_malloc(e->slot_cap[s] * (size_t)e->chunk + 64))) return NB_STATUS_OOM;
+        if (!(e->slot[s] = nb_malloc(e->slot_cap[s] * (size_t)e->chunk + NB_IK_SLACK))) return NB_STATUS_OOM;
     for (int c = 0; c < e->n_convs; c++) {
         const iconv *cv = &e->convs[c];
-        const size_t in_n = (size_t)cv->C * cv->H * cv->W;
-        if (cv->in == IN_CODES && !cv->codes_in) e->qbuf_cap = in_n > e->qbuf_cap ? in_n : e->qbuf_cap;
-        if (cv->in == IN_XHAT) e->fbuf_cap = in_n > e->fbuf_cap ? in_n : e->fbuf_cap;
+        const size_t in_n = (size_t)cv->gt.C * cv->gt.H * cv->gt.W;
+        if (needs_prep(cv) && cv->in == IN_CODES) e->qbuf_cap = in_n > e->qbuf_cap ? in_n : e->qbuf_cap;
+        if (needs_prep(cv) && cv->in != IN_CODES) e->fbuf_cap = in_n > e->fbuf_cap ? in_n : e->fbuf_cap;
         const size_t es = cv->cp == CP_FLOAT ? 4 : cv->ip == NB_IK_VNNI ? 1 : 2;
-        const size_t xb = (size_t)NB_IK_TC * (size_t)cv->Kp * es, cn = (size_t)NB_IK_TC * (size_t)cv->OCp;
+        const size_t xb = (size_t)NB_IK_TC * (size_t)cv->g.Kp * es, cn = (size_t)NB_IK_TC * (size_t)cv->OCp;
         e->tx_bytes = xb > e->tx_bytes ? xb : e->tx_bytes;
         e->tc_n = cn > e->tc_n ? cn : e->tc_n;
     }
-    if (e->qbuf_cap && !(e->qbuf = nb_malloc(e->qbuf_cap * (size_t)e->chunk))) return NB_STATUS_OOM;
-    if (e->fbuf_cap && !(e->fbuf = nb_malloc(sizeof(float) * e->fbuf_cap * (size_t)e->chunk))) return NB_STATUS_OOM;
+    if (e->qbuf_cap && !(e->qbuf = nb_malloc(e->qbuf_cap * (size_t)e->chunk + NB_IK_SLACK))) return NB_STATUS_OOM;
+    if (e->fbuf_cap && !(e->fbuf = nb_malloc(sizeof(float) * e->fbuf_cap * (size_t)e->chunk + NB_IK_SLACK)))
+        return NB_STATUS_OOM;
     return NB_OK;
 }
 
@@ -625,7 +629,7 @@ static nb_status ensure_scratch(nb_int_engine *e, int n) {
     if (!s) return nb_set_error(NB_STATUS_OOM, "int engine: out of memory for %d threads' tiles", n);
     e->scr = s;
     for (int t = e->n_scratch; t < n; t++) {
-        s[t].x = nb_malloc(e->tx_bytes + 64);
+        s[t].x = nb_malloc(e->tx_bytes + NB_IK_SLACK);
         s[t].c = nb_malloc(sizeof(int32_t) * e->tc_n + 64);
         s[t].f = nb_malloc(sizeof(float) * e->tc_n + 64);
         if (!s[t].x || !s[t].c || !s[t].f) {
@@ -643,8 +647,8 @@ void nb_int_engine_free(nb_int_engine *e) {
     if (!e) return;
     for (int c = 0; e->convs && c < e->n_convs; c++) {
         iconv *cv = &e->convs[c];
-        nb_free(cv->runs);
-        nb_free(cv->zeros);
+        nb_free(cv->g.runs);
+        nb_free(cv->g.zeros);
         nb_free(cv->seg);
         nb_free(cv->w8);
         nb_free(cv->w16);
@@ -730,94 +734,6 @@ fail:
 
 /* ------------------------------------------------------------ forward */
 
-/* Byte copies of short runs (a 3x3 row of 16 channels is 48 bytes): fixed
- * 16/8-byte moves, overlapping at the end, instead of a memcpy call. */
-static inline void copy_u8(uint8_t *d, const uint8_t *s, int n) {
-    if (n >= 16) {
-        int i = 0;
-        for (; i + 16 <= n; i += 16) memcpy(d + i, s + i, 16);
-        if (i < n) memcpy(d + n - 16, s + n - 16, 16);
-    } else if (n >= 8) {
-        memcpy(d, s, 8);
-        memcpy(d + n - 8, s + n - 8, 8);
-    } else {
-        for (int i = 0; i < n; i++) d[i] = s[i];
-    }
-}
-
-typedef enum { IM_U8 = 0, IM_S16, IM_F_CODES, IM_F_F } im_mode;
-
-/* Elements [0, n) of one run: from src (codes or floats) or the padding. */
-static inline __attribute__((always_inline)) void im_copy(im_mode m, void *d, const void *s, int n, int zeff) {
-    if (m == IM_U8) copy_u8(d, s, n);
-    else if (m == IM_S16)
-        for (int i = 0; i < n; i++) ((int16_t *)d)[i] = (int16_t)(((const uint8_t *)s)[i] - zeff);
-    else if (m == IM_F_CODES)
-        for (int i = 0; i < n; i++) ((float *)d)[i] = (float)(((const uint8_t *)s)[i] - zeff);
-    else
-        memcpy(d, s, sizeof(float) * (size_t)n);
-}
-
-static inline __attribute__((always_inline)) void im_fill(im_mode m, void *d, int n, int v) {
-    if (m == IM_U8) memset(d, v, (size_t)n);
-    else if (m == IM_S16)
-        for (int i = 0; i < n; i++) ((int16_t *)d)[i] = (int16_t)v;
-    else
-        for (int i = 0; i < n; i++) ((float *)d)[i] = (float)v;
-}
-
-/* Rows [0, ncr) of the tile X for columns j0 .. j0 + nc - 1 (the rest
- * zero). Padding is real 0: the code z_eff (u8) or 0 (centred and float). */
-static inline __attribute__((always_inline)) void im2row(im_mode m, const iconv *cv, const void *in, long j0, int nc,
-                                                         int ncr, void *X) {
-    const size_t es = m == IM_U8 ? 1 : m == IM_S16 ? 2 : 4, ies = m == IM_F_F ? 4 : 1;
-    const int Kp = cv->Kp, C = cv->C, H = cv->H, W = cv->W, OW = cv->OW, OHW = cv->OH * cv->OW;
-    const int padv = m == IM_U8 ? cv->zeff : 0, zeff = cv->zeff;
-    for (int jj = 0; jj < ncr; jj++) {
-        char *x = (char *)X + (size_t)jj * Kp * es;
-        if (jj >= nc) {
-            memset(x, 0, (size_t)Kp * es);
-            continue;
-        }
-        const long j = j0 + jj, n = j / OHW;
-        const int p = (int)(j % OHW);
-        const int ih0 = p / OW * cv->stride - cv->pad, iw0 = p % OW * cv->stride - cv->pad;
-        const char *img = (const char *)in + (size_t)n * H * W * C * ies;
-        for (int r = 0; r < cv->n_runs; r++) {
-            const irun *u = &cv->runs[r];
-            char *d = x + (size_t)u->dst * es;
-            const int ih = ih0 + u->kh, iw = iw0 + u->kw;
-            if (ih < 0 || ih >= H) {
-                im_fill(m, d, u->clen * u->ntaps, padv);
-                continue;
-            }
-            const char *row = img + ((size_t)ih * W * C + (size_t)u->c0) * ies;
-            if (u->clen == C && iw >= 0 && iw + u->ntaps <= W) {
-                im_copy(m, d, row + (size_t)iw * C * ies, C * u->ntaps, zeff);
-                continue;
-            }
-            for (int t = 0; t < u->ntaps; t++, d += (size_t)u->clen * es) {
-                if (iw + t < 0 || iw + t >= W) im_fill(m, d, u->clen, padv);
-                else im_copy(m, d, row + (size_t)(iw + t) * C * ies, u->clen, zeff);
-            }
-        }
-        for (int z = 0; z < cv->n_zeros; z++) im_fill(m, x + (size_t)cv->zeros[z].dst * es, cv->zeros[z].len, 0);
-    }
-}
-
-static void im2row_u8(const iconv *cv, const void *in, long j0, int nc, int ncr, void *X) {
-    im2row(IM_U8, cv, in, j0, nc, ncr, X);
-}
-static void im2row_s16(const iconv *cv, const void *in, long j0, int nc, int ncr, void *X) {
-    im2row(IM_S16, cv, in, j0, nc, ncr, X);
-}
-static void im2row_fc(const iconv *cv, const void *in, long j0, int nc, int ncr, void *X) {
-    im2row(IM_F_CODES, cv, in, j0, nc, ncr, X);
-}
-static void im2row_ff(const iconv *cv, const void *in, long j0, int nc, int ncr, void *X) {
-    im2row(IM_F_F, cv, in, j0, nc, ncr, X);
-}
-
 /* One tile of output pixels j0 .. j0 + nc - 1. */
 static void conv_tile(const nb_int_engine *e, const iconv *cv, const void *in, long j0, int nc, void *out,
                       const tscratch *ts) {
@@ -825,18 +741,17 @@ static void conv_tile(const nb_int_engine *e, const iconv *cv, const void *in, l
     const nb_ik_grid *og = cv->out == OUT_F32 ? NULL : &e->convs[e->nodes[cv->consumer].conv].grid;
     void *o = cv->out == OUT_F32 ? (void *)((float *)out + j0 * OC) : (void *)((uint8_t *)out + j0 * OC);
     if (cv->cp == CP_FLOAT) {
-        (cv->in == IN_CODES ? im2row_fc : im2row_ff)(cv, in, j0, nc, ncr, ts->x);
-        nb_sgemm_nt(nc, OC, cv->Kp, ts->x, cv->Kp, cv->wf, cv->Kp, 0.0f, ts->f, OCp);
+        nb_ik_im2row(e->path, cv->in == IN_CODES ? NB_IK_X_F_CODES : NB_IK_X_F_F, &cv->gt, in, j0, nc, ncr, ts->x);
+        nb_sgemm_nt(nc, OC, cv->g.Kp, ts->x, cv->g.Kp, cv->wf, cv->g.Kp, 0.0f, ts->f, OCp);
         nb_ik_finish(ts->f, OCp, nc, OC, cv->in_scale, cv->bias, cv->relu, og, o);
         return;
     }
-    if (cv->ip == NB_IK_VNNI) im2row_u8(cv, in, j0, nc, ncr, ts->x);
-    else im2row_s16(cv, in, j0, nc, ncr, ts->x);
+    nb_ik_im2row(cv->ip, cv->ip == NB_IK_VNNI ? NB_IK_X_U8 : NB_IK_X_S16, &cv->gt, in, j0, nc, ncr, ts->x);
     for (int g = 0; g < cv->nseg; g++) {
         if (cv->ip == NB_IK_VNNI)
-            nb_ik_gemm_u8s8(ts->x, cv->Kp, ncr, cv->w8, OCp, cv->seg[g], cv->seg[g + 1], ts->c, OCp);
+            nb_ik_gemm_u8s8(ts->x, cv->g.Kp, ncr, cv->w8, OCp, cv->seg[g], cv->seg[g + 1], ts->c, OCp);
         else
-            nb_ik_gemm_s16(cv->ip, ts->x, cv->Kp, ncr, cv->w16, OCp, cv->seg[g], cv->seg[g + 1], ts->c, OCp);
+            nb_ik_gemm_s16(cv->ip, ts->x, cv->g.Kp, ncr, cv->w16, OCp, cv->seg[g], cv->seg[g + 1], ts->c, OCp);
         if (cv->out == OUT_RQ) {
             nb_ik_requant(cv->ip, ts->c, OCp, nc, OC, cv->corr, &cv->rq, o);
             return;
@@ -846,28 +761,48 @@ static void conv_tile(const nb_int_engine *e, const iconv *cv, const void *in, l
     nb_ik_finish(ts->f, OCp, nc, OC, 1.0f, cv->bias, cv->relu, og, o);
 }
 
-static void conv_forward(nb_int_engine *e, const iconv *cv, const void *in, void *out, int Nc, int nt) {
-    const size_t in_n = (size_t)Nc * cv->C * cv->H * cv->W;
-    const long nblk = (long)((in_n + ELEM_BLOCK - 1) / ELEM_BLOCK);
-    if (cv->in == IN_CODES && !cv->codes_in) {
-        const float *x = in;
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (long b = 0; b < nblk; b++) {
-            const size_t i0 = (size_t)b * ELEM_BLOCK, n = in_n - i0 < ELEM_BLOCK ? in_n - i0 : ELEM_BLOCK;
-            nb_ik_codes(&cv->grid, x + i0, n, e->qbuf + i0);
+/* One image of cv's input as its tiles read it (geometry gt): its codes
+ * (from floats, or as they came), x̂, or the floats, inside a border of
+ * real 0 (code z_eff, or 0.0) when padded. */
+static void prep_image(const iconv *cv, const void *src, void *dst) {
+    const int C = cv->g.C, H = cv->g.H, W = cv->g.W, p = cv->padded ? cv->g.pad : 0, Wp = cv->gt.W;
+    const int codes = cv->in == IN_CODES;
+    const size_t es = codes ? 1 : sizeof(float), ses = codes && cv->codes_in ? 1 : sizeof(float);
+    const size_t row = (size_t)W * C;
+    char *d = dst;
+    if (p) {
+        const size_t border = ((size_t)p * Wp + p) * C; /* the top rows and the first row's left edge */
+        if (codes) {
+            memset(d, cv->g.zeff, border);
+            for (int ih = 0; ih < H; ih++) memset(d + (((size_t)(ih + p) * Wp + p + W) * C), cv->g.zeff, 2 * (size_t)p * C);
+        } else {
+            memset(d, 0, border * es);
+            for (int ih = 0; ih < H; ih++) memset(d + (((size_t)(ih + p) * Wp + p + W) * C) * es, 0, 2 * (size_t)p * C * es);
         }
-        in = e->qbuf;
-    } else if (cv->in == IN_XHAT) {
-        const float *x = in;
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (long b = 0; b < nblk; b++) {
-            const size_t i0 = (size_t)b * ELEM_BLOCK, n = in_n - i0 < ELEM_BLOCK ? in_n - i0 : ELEM_BLOCK;
-            memcpy(e->fbuf + i0, x + i0, sizeof(float) * n);
-            nb_xlayer_quant_input(&cv->aq, e->fbuf + i0, n);
-        }
-        in = e->fbuf;
+        /* the bottom rows, after the p pixels the last edge filled */
+        const size_t tail = ((size_t)p * Wp - p) * C;
+        memset(d + (((size_t)(H + p) * Wp + p) * C) * es, codes ? cv->g.zeff : 0, tail * es);
     }
-    const long ncols = (long)Nc * cv->OH * cv->OW, ntiles = (ncols + NB_IK_TC - 1) / NB_IK_TC;
+    for (int ih = 0; ih < H; ih++) {
+        const char *s = (const char *)src + (size_t)ih * row * ses;
+        char *o = d + (((size_t)(ih + p) * Wp + p) * C) * es;
+        if (codes && !cv->codes_in) nb_ik_codes(&cv->grid, (const float *)s, row, (uint8_t *)o);
+        else memcpy(o, s, row * es);
+        if (cv->in == IN_XHAT) nb_xlayer_quant_input(&cv->aq, (float *)o, row);
+    }
+}
+
+static void conv_forward(nb_int_engine *e, const iconv *cv, const void *in, void *out, int Nc, int nt) {
+    if (needs_prep(cv)) {
+        const int codes = cv->in == IN_CODES;
+        const size_t src_img = (size_t)cv->g.C * cv->g.H * cv->g.W * (codes && cv->codes_in ? 1 : sizeof(float));
+        const size_t dst_img = (size_t)cv->gt.C * cv->gt.H * cv->gt.W * (codes ? 1 : sizeof(float));
+        char *dst = codes ? (char *)e->qbuf : (char *)e->fbuf;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (long n = 0; n < Nc; n++) prep_image(cv, (const char *)in + (size_t)n * src_img, dst + (size_t)n * dst_img);
+        in = dst;
+    }
+    const long ncols = (long)Nc * cv->g.OH * cv->g.OW, ntiles = (ncols + NB_IK_TC - 1) / NB_IK_TC;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (long t = 0; t < ntiles; t++) {
         const long j0 = t * NB_IK_TC;

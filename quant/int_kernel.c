@@ -84,19 +84,16 @@ int nb_rq_make(double M, double b, int k, nb_rq *q) {
 /* ------------------------------------------------------------------ codes */
 
 #define RND_MAGIC 12582912.0f /* 1.5·2^23: (v + M) - M is rint for |v| <= 2^22 */
-#define RND_LIMIT 4194304.0f  /* 2^22 */
 
-/* clamp(rint(x / s) + z, qmin, qmax) - qmin, as quant/fakequant.c rounds
- * (a NaN input gives the code of z). */
-static inline int32_t uniform_u(float x, float s, int32_t z, int32_t qmin, int32_t qmax) {
+/* clamp(rint(x / s) + z, qmin, qmax) - qmin, as quant/fakequant.c rounds,
+ * with the clamp moved before the rounding (the same for integer bounds lo
+ * = qmin - z, hi = qmax - z) and written as max/min, so the loops
+ * vectorise; a NaN input gives qmin's code. */
+static inline int32_t uniform_u(float x, float s, float lo, float hi, int32_t zoff) {
     float v = x / s;
-    v = v != v ? 0.0f : v;
-    v = v < -RND_LIMIT ? -RND_LIMIT : v;
-    v = v > RND_LIMIT ? RND_LIMIT : v;
-    int32_t q = (int32_t)((v + RND_MAGIC) - RND_MAGIC) + z;
-    q = q < qmin ? qmin : q;
-    q = q > qmax ? qmax : q;
-    return q - qmin;
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    return (int32_t)((v + RND_MAGIC) - RND_MAGIC) + zoff;
 }
 
 /* #{i : x >= thr[i]} over ascending thresholds (a NaN input gives 0). */
@@ -111,17 +108,18 @@ static inline int32_t n2uq_code(float x, const float *thr, int n) {
 }
 
 uint8_t nb_ik_code(const nb_ik_grid *g, float x) {
-    return (uint8_t)(g->n2uq ? n2uq_code(x, g->thr, g->n_thr) - g->qmin : uniform_u(x, g->s, g->z, g->qmin, g->qmax));
+    if (g->n2uq) return (uint8_t)(n2uq_code(x, g->thr, g->n_thr) - g->qmin);
+    return (uint8_t)uniform_u(x, g->s, (float)(g->qmin - g->z), (float)(g->qmax - g->z), g->z - g->qmin);
 }
 
-NB_IK_CLONES static void codes_uniform(const float *x, size_t n, float s, int32_t z, int32_t qmin, int32_t qmax,
+NB_IK_CLONES static void codes_uniform(const float *x, size_t n, float s, float lo, float hi, int32_t zoff,
                                        uint8_t *u) {
-    for (size_t i = 0; i < n; i++) u[i] = (uint8_t)uniform_u(x[i], s, z, qmin, qmax);
+    for (size_t i = 0; i < n; i++) u[i] = (uint8_t)uniform_u(x[i], s, lo, hi, zoff);
 }
 
 void nb_ik_codes(const nb_ik_grid *g, const float *x, size_t n, uint8_t *u) {
     if (!g->n2uq)
-        codes_uniform(x, n, g->s, g->z, g->qmin, g->qmax, u);
+        codes_uniform(x, n, g->s, (float)(g->qmin - g->z), (float)(g->qmax - g->z), g->z - g->qmin, u);
     else
         for (size_t i = 0; i < n; i++) u[i] = (uint8_t)(n2uq_code(x[i], g->thr, g->n_thr) - g->qmin);
 }
@@ -157,16 +155,18 @@ NB_IK_CLONES static void finish_f32(const float *F, int ldf, int ncols, int OC, 
 
 NB_IK_CLONES static void finish_uniform(const float *F, int ldf, int ncols, int OC, float a, const float *bias,
                                         int relu, const nb_ik_grid *g, uint8_t *out) {
-    const float s = g->s;
-    const int32_t z = g->z, qmin = g->qmin, qmax = g->qmax;
+    const float s = g->s, lo = (float)(g->qmin - g->z), hi = (float)(g->qmax - g->z);
+    const int32_t zoff = g->z - g->qmin;
     for (int j = 0; j < ncols; j++) {
         const float *f = F + (size_t)j * ldf;
         uint8_t *u = out + (size_t)j * OC;
-        for (int o = 0; o < OC; o++) {
-            float v = f[o] * a + bias[o];
-            v = relu && !(v > 0.0f) ? 0.0f : v;
-            u[o] = (uint8_t)uniform_u(v, s, z, qmin, qmax);
-        }
+        if (relu)
+            for (int o = 0; o < OC; o++) {
+                const float v = f[o] * a + bias[o];
+                u[o] = (uint8_t)uniform_u(v > 0.0f ? v : 0.0f, s, lo, hi, zoff);
+            }
+        else
+            for (int o = 0; o < OC; o++) u[o] = (uint8_t)uniform_u(f[o] * a + bias[o], s, lo, hi, zoff);
     }
 }
 
@@ -253,6 +253,169 @@ void nb_ik_requant(nb_ik_path p, const int32_t *C, int ldc, int ncols, int OC, c
 #endif
     (void)p;
     requant_scalar(C, ldc, ncols, OC, corr, t, out);
+}
+
+/* ----------------------------------------------------------------- im2row */
+
+/* Short runs (a 3-tap row of 16 channels is 48 bytes): fixed 16/8-byte
+ * moves, overlapping at the end, instead of a memcpy call. */
+static inline void copy_u8(uint8_t *d, const uint8_t *s, int n) {
+    if (n >= 16) {
+        int i = 0;
+        for (; i + 16 <= n; i += 16) memcpy(d + i, s + i, 16);
+        if (i < n) memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, s, 8);
+        memcpy(d + n - 8, s + n - 8, 8);
+    } else {
+        for (int i = 0; i < n; i++) d[i] = s[i];
+    }
+}
+
+#if NB_IK_X86
+/* Whole 64-byte moves: up to 63 bytes beyond n are read from src and
+ * written to d. The rows of a tile are written in order and each row's runs
+ * by ascending position, so what lands beyond a run is overwritten by the
+ * next run, the group padding (written last) or the next row; the tile and
+ * the value buffers carry NB_IK_SLACK bytes at their end. The group
+ * padding, written after the runs, is filled to its exact length. */
+static inline __attribute__((target(NB_T_VNNI))) void copy_u8_512(uint8_t *d, const uint8_t *s, int n) {
+    for (int i = 0; i < n; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
+}
+
+static inline __attribute__((target(NB_T_VNNI))) void fill_u8_512(uint8_t *d, int v, int n) {
+    const __m512i x = _mm512_set1_epi8((char)v);
+    for (int i = 0; i < n; i += 64) _mm512_storeu_si512(d + i, x);
+}
+#endif
+
+/* Elements [0, n) of one run from src (codes or floats). m and wide are
+ * constants where this is inlined. */
+static inline __attribute__((always_inline)) void im_copy(nb_ik_xmode m, int wide, void *d, const void *s, int n,
+                                                          int zeff) {
+#if NB_IK_X86
+    if (m == NB_IK_X_U8 && wide) {
+        copy_u8_512(d, s, n);
+        return;
+    }
+#endif
+    (void)wide;
+    if (m == NB_IK_X_U8) copy_u8(d, s, n);
+    else if (m == NB_IK_X_S16)
+        for (int i = 0; i < n; i++) ((int16_t *)d)[i] = (int16_t)(((const uint8_t *)s)[i] - zeff);
+    else if (m == NB_IK_X_F_CODES)
+        for (int i = 0; i < n; i++) ((float *)d)[i] = (float)(((const uint8_t *)s)[i] - zeff);
+    else
+        memcpy(d, s, sizeof(float) * (size_t)n);
+}
+
+static inline __attribute__((always_inline)) void im_fill(nb_ik_xmode m, int wide, void *d, int n, int v) {
+#if NB_IK_X86
+    if (m == NB_IK_X_U8 && wide) {
+        fill_u8_512(d, v, n);
+        return;
+    }
+#endif
+    (void)wide;
+    if (m == NB_IK_X_U8) memset(d, v, (size_t)n);
+    else if (m == NB_IK_X_S16)
+        for (int i = 0; i < n; i++) ((int16_t *)d)[i] = (int16_t)v;
+    else
+        for (int i = 0; i < n; i++) ((float *)d)[i] = (float)v;
+}
+
+/* Padding is real 0: the code z_eff in u8 rows, 0 in centred and float
+ * ones. The output pixel advances column by column (no divisions). */
+static inline __attribute__((always_inline)) void im2row(nb_ik_xmode m, int wide, const nb_ik_geom *g,
+                                                         const void *in, long j0, int nc, int ncr, void *X) {
+    const size_t es = m == NB_IK_X_U8 ? 1 : m == NB_IK_X_S16 ? 2 : 4, ies = m == NB_IK_X_F_F ? 4 : 1;
+    const int Kp = g->Kp, C = g->C, H = g->H, W = g->W, OW = g->OW, OHW = g->OH * g->OW;
+    const int padv = m == NB_IK_X_U8 ? g->zeff : 0, zeff = g->zeff;
+    long n = j0 / OHW;
+    int oh = (int)(j0 % OHW) / OW, ow = (int)(j0 % OHW) % OW;
+    for (int jj = 0; jj < ncr; jj++) {
+        char *x = (char *)X + (size_t)jj * Kp * es;
+        if (jj >= nc) {
+            memset(x, 0, (size_t)Kp * es);
+            continue;
+        }
+        const int ih0 = oh * g->stride - g->pad, iw0 = ow * g->stride - g->pad;
+        const char *img = (const char *)in + (size_t)n * H * W * C * ies;
+        if (++ow == OW) {
+            ow = 0;
+            if (++oh == g->OH) oh = 0, n++;
+        }
+        if (g->inside) {
+            for (int r = 0; r < g->n_runs; r++) {
+                const nb_ik_run *u = &g->runs[r];
+                im_copy(m, wide, x + (size_t)u->dst * es,
+                        img + ((size_t)(ih0 + u->kh) * W + (size_t)(iw0 + u->kw)) * C * ies, C * u->ntaps, zeff);
+            }
+        } else {
+            for (int r = 0; r < g->n_runs; r++) {
+                const nb_ik_run *u = &g->runs[r];
+                char *d = x + (size_t)u->dst * es;
+                const int ih = ih0 + u->kh, iw = iw0 + u->kw;
+                if (ih < 0 || ih >= H) {
+                    im_fill(m, wide, d, u->clen * u->ntaps, padv);
+                    continue;
+                }
+                const char *row = img + ((size_t)ih * W * C + (size_t)u->c0) * ies;
+                if (u->clen == C && iw >= 0 && iw + u->ntaps <= W) {
+                    im_copy(m, wide, d, row + (size_t)iw * C * ies, C * u->ntaps, zeff);
+                    continue;
+                }
+                for (int t = 0; t < u->ntaps; t++, d += (size_t)u->clen * es) {
+                    if (iw + t < 0 || iw + t >= W) im_fill(m, wide, d, u->clen, padv);
+                    else im_copy(m, wide, d, row + (size_t)(iw + t) * C * ies, u->clen, zeff);
+                }
+            }
+        }
+        /* exact-length fills: these come after the runs they sit between */
+        for (int z = 0; z < g->n_zeros; z++) im_fill(m, 0, x + (size_t)g->zeros[z].dst * es, g->zeros[z].len, 0);
+    }
+}
+
+#if NB_IK_X86
+__attribute__((target(NB_T_VNNI))) static void im2row_u8_512(const nb_ik_geom *g, const void *in, long j0, int nc,
+                                                            int ncr, void *X) {
+    im2row(NB_IK_X_U8, 1, g, in, j0, nc, ncr, X);
+}
+#endif
+
+static void im2row_u8(const nb_ik_geom *g, const void *in, long j0, int nc, int ncr, void *X) {
+    im2row(NB_IK_X_U8, 0, g, in, j0, nc, ncr, X);
+}
+
+NB_IK_CLONES static void im2row_s16(const nb_ik_geom *g, const void *in, long j0, int nc, int ncr, void *X) {
+    im2row(NB_IK_X_S16, 0, g, in, j0, nc, ncr, X);
+}
+
+NB_IK_CLONES static void im2row_f_codes(const nb_ik_geom *g, const void *in, long j0, int nc, int ncr, void *X) {
+    im2row(NB_IK_X_F_CODES, 0, g, in, j0, nc, ncr, X);
+}
+
+static void im2row_f_f(const nb_ik_geom *g, const void *in, long j0, int nc, int ncr, void *X) {
+    im2row(NB_IK_X_F_F, 0, g, in, j0, nc, ncr, X);
+}
+
+void nb_ik_im2row(nb_ik_path p, nb_ik_xmode m, const nb_ik_geom *g, const void *in, long j0, int nc, int ncr,
+                  void *X) {
+    switch (m) {
+    case NB_IK_X_U8:
+#if NB_IK_X86
+        if (p == NB_IK_VNNI) {
+            im2row_u8_512(g, in, j0, nc, ncr, X);
+            return;
+        }
+#endif
+        im2row_u8(g, in, j0, nc, ncr, X);
+        return;
+    case NB_IK_X_S16: im2row_s16(g, in, j0, nc, ncr, X); return;
+    case NB_IK_X_F_CODES: im2row_f_codes(g, in, j0, nc, ncr, X); return;
+    default: im2row_f_f(g, in, j0, nc, ncr, X); return;
+    }
+    (void)p;
 }
 
 /* ------------------------------------------------------------------ GEMMs */

@@ -49,6 +49,44 @@ int nb_ik_path_supported(nb_ik_path p);
  * (scalar|avx2|vnni) names when this CPU supports it. */
 nb_ik_path nb_ik_path_pick(void);
 
+/* im2row. The packed K order is a list of runs: clen channels from c0 at
+ * ntaps consecutive taps (kh, kw + t) go to X[dst ...] (contiguous in the
+ * NHWC input when clen = C); zeros are the padding entries of the groups. */
+typedef struct {
+    int kh, kw, c0, clen, ntaps, dst;
+} nb_ik_run;
+
+typedef struct {
+    int dst, len;
+} nb_ik_zero;
+
+typedef struct {
+    int C, H, W;          /* the input, NHWC */
+    int OH, OW, stride, pad;
+    int Kp;               /* X's row length */
+    nb_ik_run *runs;
+    nb_ik_zero *zeros;
+    int n_runs, n_zeros;
+    int zeff;             /* the code of real 0: padding of u8 rows */
+    int inside;           /* pad 0 and every run covers all C channels: no bounds to check */
+} nb_ik_geom;
+
+typedef enum {
+    NB_IK_X_U8 = 0,  /* u8 codes -> u8 codes (padding z_eff) */
+    NB_IK_X_S16,     /* u8 codes -> int16 u - z_eff (padding 0) */
+    NB_IK_X_F_CODES, /* u8 codes -> float u - z_eff (padding 0) */
+    NB_IK_X_F_F,     /* floats -> floats (padding 0) */
+    NB_IK_X_COUNT
+} nb_ik_xmode;
+
+#define NB_IK_SLACK 64 /* bytes an input buffer and X need beyond their end (whole-vector copies) */
+
+/* Rows [0, ncr) of X for output pixels j0 .. j0 + nc - 1 of the images in
+ * `in` (pixel j = (n·OH + oh)·OW + ow), rows nc .. ncr - 1 zero. p picks
+ * the instruction set (VNNI: AVX-512 masked copies). */
+void nb_ik_im2row(nb_ik_path p, nb_ik_xmode m, const nb_ik_geom *g, const void *in, long j0, int nc, int ncr,
+                  void *X);
+
 /* C[j·ldc + c] = Σ_{k0 <= k < k1} X[j·Kp + k]·W(k, c) for j < ncols, c < OCp.
  * k0, k1 multiples of 4. */
 void nb_ik_gemm_u8s8(const uint8_t *X, int Kp, int ncols, const int8_t *W, int OCp, int k0, int k1, int32_t *C,
