@@ -358,6 +358,7 @@ nb_status nb_loader_next(nb_loader *l, const float **images, const int32_t **lab
 
 const uint32_t *nb_loader_indices(const nb_loader *l) { return l->last_indices; }
 size_t nb_loader_batches_per_epoch(const nb_loader *l) { return l->nbatches; }
+int nb_loader_out_c(const nb_loader *l) { return l->ds->C; }
 int nb_loader_out_h(const nb_loader *l) { return l->aug.oh; }
 int nb_loader_out_w(const nb_loader *l) { return l->aug.ow; }
 double nb_loader_wait_seconds(const nb_loader *l) { return l->wait; }

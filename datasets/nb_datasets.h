@@ -146,6 +146,7 @@ nb_status nb_loader_next(nb_loader *l, const float **images, const int32_t **lab
 const uint32_t *nb_loader_indices(const nb_loader *l);
 
 size_t nb_loader_batches_per_epoch(const nb_loader *l);
+int nb_loader_out_c(const nb_loader *l);
 int nb_loader_out_h(const nb_loader *l);
 int nb_loader_out_w(const nb_loader *l);
 /* Seconds the consumer spent blocked in nb_loader_next since the loader

@@ -25,6 +25,10 @@ static void eval_usage(FILE *f) {
             "                model on the same images and prints both, the largest logit\n"
             "                difference and how many top-1 answers agree\n"
             "  --compare CKPT  with a packed export: the same comparison against CKPT\n"
+            "  --dump DIR    with the integer engine: raw little-endian files in DIR (which\n"
+            "                must exist): images.f32 (the normalised inputs), labels.i32,\n"
+            "                logits_int.f32 and, with a fake-quant model, logits_fake.f32\n"
+            "                (for scripts/ort_eval.js, docs/export.md)\n"
             "\n"
             "  --data FILE   dataset (default: the checkpoint config's data.path)\n"
             "  --split S     test (default) or train\n"
@@ -62,7 +66,7 @@ static void print_result(const nb_eval_result *r, int json, const char *ckpt, co
 typedef struct {
     const char *path;
     int packed;
-    const char *compare, *data, *split;
+    const char *compare, *data, *split, *dump;
     int batch, threads, json;
 } eval_args;
 
@@ -122,7 +126,7 @@ static int eval_int(const eval_args *a) {
         goto done;
     }
     if ((st = nb_loader_start_epoch(l, 0)) == NB_OK)
-        st = nb_evaluate_int(e, x->opts.num_classes, ref, l, tape, &r, &rr, &k);
+        st = nb_evaluate_int(e, x->opts.num_classes, ref, l, tape, a->dump, &r, &rr, &k);
 done:
     nb_tape_free(tape);
     nb_int_engine_free(e);
@@ -135,8 +139,11 @@ done:
         return nb_cli_exit_code(st);
     }
     if (a->json) {
-        printf("{\"engine\": \"int\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"n\": %ld, \"nonfinite\": %ld",
-               r.top1, r.top5, r.loss, r.n, r.nonfinite);
+        char loss[32];
+        if (isfinite(r.loss)) snprintf(loss, sizeof loss, "%.6f", r.loss);
+        else snprintf(loss, sizeof loss, "null");
+        printf("{\"engine\": \"int\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %s, \"n\": %ld, \"nonfinite\": %ld",
+               r.top1, r.top5, loss, r.n, r.nonfinite);
         if (ref_path)
             printf(", \"fake_top1\": %.6f, \"max_logit_diff\": %.6g, \"top1_agree\": %ld", rr.top1, k.max_abs_diff,
                    k.top1_agree);
@@ -158,8 +165,9 @@ int nb_cmd_eval(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'},       {"help", no_argument, 0, 'h'},
         {"engine", required_argument, 0, 'e'}, {"compare", required_argument, 0, 'c'},
+        {"dump", required_argument, 0, 'u'},
         {0, 0, 0, 0}};
-    const char *data = NULL, *split = "test", *engine = NULL, *compare = NULL;
+    const char *data = NULL, *split = "test", *engine = NULL, *compare = NULL, *dump = NULL;
     long batch = 256, threads = 0;
     int json = 0, c;
     optind = 1;
@@ -189,6 +197,7 @@ int nb_cmd_eval(int argc, char **argv) {
             engine = optarg;
             break;
         case 'c': compare = optarg; break;
+        case 'u': dump = optarg; break;
         case 'h': eval_usage(stdout); return 0;
         default:
             fprintf(stderr, "nibble eval: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -207,13 +216,17 @@ int nb_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "nibble eval: %s is a packed export: it runs on --engine int only\n", ckpt);
         return 2;
     }
+    if (dump && !(packed || (engine && !strcmp(engine, "int")))) {
+        fprintf(stderr, "nibble eval: --dump goes with the integer engine (--engine int or a packed export)\n");
+        return 2;
+    }
     if (compare && !packed) {
         fprintf(stderr, "nibble eval: --compare goes with a packed export (MODEL.nq.h5); for a checkpoint use "
                         "--engine int\n");
         return 2;
     }
     if (packed || (engine && !strcmp(engine, "int"))) {
-        const eval_args a = {ckpt, packed, compare, data, split, (int)batch, (int)threads, json};
+        const eval_args a = {ckpt, packed, compare, data, split, dump, (int)batch, (int)threads, json};
         return eval_int(&a);
     }
     nb_config cfg;

@@ -1,5 +1,7 @@
 /* Evaluation: top-1/top-5 accuracy and mean loss over a loader's epoch. */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "nb_export.h"
@@ -114,27 +116,65 @@ static void finish(nb_eval_result *r, double c1, double c5, double loss) {
     r->loss = r->n ? loss / (double)r->n : 0.0;
 }
 
+/* The dump files of nb_evaluate_int, opened (all NULL without a dump). */
+typedef struct {
+    FILE *f[4]; /* images, labels, logits_int, logits_fake */
+    const char *dir;
+} dump_files;
+
+static nb_status dump_open(dump_files *d, const char *dir, int with_ref) {
+    static const char *const names[4] = {"images.f32", "labels.i32", "logits_int.f32", "logits_fake.f32"};
+    memset(d, 0, sizeof *d);
+    d->dir = dir;
+    for (int i = 0; dir && i < 4 - !with_ref; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (!(d->f[i] = fopen(path, "wb")))
+            return nb_set_error(NB_STATUS_IO, "--dump: cannot create %s: %s", path, strerror(errno));
+    }
+    return NB_OK;
+}
+
+static nb_status dump_write(dump_files *d, int i, const void *p, size_t size, size_t n) {
+    if (d->f[i] && fwrite(p, size, n, d->f[i]) != n)
+        return nb_set_error(NB_STATUS_IO, "--dump: cannot write in %s: %s", d->dir, strerror(errno));
+    return NB_OK;
+}
+
+static nb_status dump_close(dump_files *d, nb_status st) {
+    for (int i = 0; i < 4; i++)
+        if (d->f[i] && fclose(d->f[i]) != 0 && st == NB_OK)
+            st = nb_set_error(NB_STATUS_IO, "--dump: cannot write in %s: %s", d->dir, strerror(errno));
+    return st;
+}
+
 nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, nb_loader *l, nb_tape *tape,
-                          nb_eval_result *out, nb_eval_result *ref_out, nb_eval_compare *cmp) {
+                          const char *dump_dir, nb_eval_result *out, nb_eval_result *ref_out, nb_eval_compare *cmp) {
     long c[4] = {0, 0, 0, 0};
     double loss[2] = {0.0, 0.0};
     nb_eval_result r[2];
     memset(r, 0, sizeof r);
     nb_eval_compare k = {0};
-    const int C = ref ? ref->opts.in_channels : 0, H = nb_loader_out_h(l), W = nb_loader_out_w(l);
+    const int H = nb_loader_out_h(l), W = nb_loader_out_w(l);
     float *buf = NULL;
     int cap = 0;
-    nb_status st = NB_OK;
+    dump_files d;
+    nb_status st = dump_open(&d, dump_dir, ref != NULL);
     if (ref) {
         nb_tape_set_grad(tape, 0);
         nb_model_train(ref, 0);
     }
-    for (;;) {
+    const int CC = nb_loader_out_c(l);
+    for (; st == NB_OK;) {
         const float *images;
         const int32_t *labels;
         int n;
         st = nb_loader_next(l, &images, &labels, &n);
         if (st != NB_OK || n == 0) break;
+        const size_t npix = (size_t)n * (size_t)CC * (size_t)H * (size_t)W;
+        if ((st = dump_write(&d, 0, images, sizeof(float), npix)) != NB_OK ||
+            (st = dump_write(&d, 1, labels, sizeof(int32_t), (size_t)n)) != NB_OK)
+            break;
         if (n > cap) {
             float *nb = nb_realloc(buf, (size_t)n * (size_t)classes * sizeof(float));
             if (!nb) {
@@ -144,7 +184,9 @@ nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, n
             buf = nb;
             cap = n;
         }
-        if ((st = nb_int_engine_forward(e, images, n, buf)) != NB_OK) break;
+        if ((st = nb_int_engine_forward(e, images, n, buf)) != NB_OK ||
+            (st = dump_write(&d, 2, buf, sizeof(float), (size_t)n * (size_t)classes)) != NB_OK)
+            break;
         nb_tensor z;
         nb_tensor_wrap(&z, buf, 2, (int[]){n, classes});
         long t1 = 0, t5 = 0;
@@ -156,7 +198,7 @@ nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, n
         r[0].n += n;
         if (ref) {
             nb_tensor x;
-            nb_tensor_wrap(&x, (float *)images, 4, (int[]){n, C, H, W});
+            nb_tensor_wrap(&x, (float *)images, 4, (int[]){n, CC, H, W});
             const nb_tensor *y = nb_model_forward(ref, tape, &x);
             t1 = t5 = 0;
             nb_topk_correct(y, labels, &t1, &t5);
@@ -168,16 +210,18 @@ nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, n
                 loss[1] += row_ce(b, classes, labels[i]);
                 k.top1_agree += row_argmax(a, classes) == row_argmax(b, classes);
                 for (int j = 0; j < classes; j++) {
-                    const double d = fabs((double)a[j] - (double)b[j]);
-                    k.max_abs_diff = d > k.max_abs_diff ? d : k.max_abs_diff;
+                    const double diff = fabs((double)a[j] - (double)b[j]);
+                    k.max_abs_diff = diff > k.max_abs_diff ? diff : k.max_abs_diff;
                 }
             }
             r[1].n += n;
             k.n += n;
+            st = dump_write(&d, 3, y->data, sizeof(float), (size_t)n * (size_t)classes);
             nb_tape_reset(tape);
         }
     }
     nb_free(buf);
+    st = dump_close(&d, st);
     finish(&r[0], (double)c[0], (double)c[1], loss[0]);
     finish(&r[1], (double)c[2], (double)c[3], loss[1]);
     *out = r[0];

@@ -54,9 +54,11 @@ struct nb_int_engine;
 /* One pass of the loader's current epoch through the integer engine e
  * (logits (N, classes), classes logits per image) into *out; with ref (may
  * be NULL) the same images through ref's evaluation forward too, into
- * *ref_out and *cmp. */
+ * *ref_out and *cmp. With dump_dir (may be NULL), raw little-endian files
+ * there: images.f32 (the normalised inputs, N·C·H·W), labels.i32,
+ * logits_int.f32 and, with ref, logits_fake.f32 (N·classes). */
 nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, nb_loader *l, nb_tape *tape,
-                          nb_eval_result *out, nb_eval_result *ref_out, nb_eval_compare *cmp);
+                          const char *dump_dir, nb_eval_result *out, nb_eval_result *ref_out, nb_eval_compare *cmp);
 
 /* ------------------------------------------------------------- training */
 
