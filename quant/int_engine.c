@@ -78,7 +78,8 @@ typedef struct {
     int C, H, W;            /* output per image */
     val_repr repr;
     int slot;
-    int alias;              /* a ReLU fused into the conv before it: the value is a's */
+    int alias;              /* a ReLU fused into the conv or add before it: the value is a's */
+    int relu;               /* add: apply the ReLU that follows */
     int conv;               /* conv / linear: index into convs */
     int k, stride, pad, out_c;
 } inode;
@@ -391,7 +392,7 @@ static nb_status plan_shapes(nb_int_engine *e, const nb_xmodel *x) {
     for (int i = 0; i < x->n_nodes; i++) {
         const nb_xnode *d = &x->nodes[i];
         inode *n = &e->nodes[i];
-        *n = (inode){d->op, d->a, d->b, 0, 0, 0, VAL_F32, -1, 0, -1, d->k, d->stride, d->pad, d->out_c};
+        *n = (inode){d->op, d->a, d->b, 0, 0, 0, VAL_F32, -1, 0, 0, -1, d->k, d->stride, d->pad, d->out_c};
         if ((unsigned)d->op >= NB_G_COUNT || (i == 0) != (d->op == NB_G_INPUT))
             return nb_set_error(NB_STATUS_BAD_INPUT, "int engine: %s: node 0 must be the input and only it",
                                 node_what(x, i, w, sizeof w));
@@ -471,11 +472,16 @@ static int only_consumer(const nb_xmodel *x, const int *uses, int v) {
     return -1;
 }
 
-/* Fusion: a conv whose value goes only to a ReLU takes the ReLU; one whose
- * value (after it) goes only to one conv reading codes writes those codes. */
+/* Fusion: a conv or add whose value goes only to a ReLU takes the ReLU; a
+ * conv whose value (after it) goes only to one conv reading codes writes
+ * those codes. */
 static void plan_fusion(nb_int_engine *e, const nb_xmodel *x, const int *uses) {
     for (int i = 0; i < x->n_nodes; i++) {
         inode *n = &e->nodes[i];
+        if (n->op == NB_G_ADD) {
+            const int c = only_consumer(x, uses, i);
+            if (c >= 0 && e->nodes[c].op == NB_G_RELU) n->relu = 1, e->nodes[c].alias = 1;
+        }
         if (n->conv < 0) continue;
         iconv *cv = &e->convs[n->conv];
         int v = i, c = only_consumer(x, uses, i);
@@ -722,6 +728,13 @@ nb_status nb_int_engine_new(const nb_xmodel *x, nb_int_engine **out) {
     if ((st = alloc_buffers(e)) != NB_OK) goto oom;
     if ((st = ensure_scratch(e, nb_get_threads())) != NB_OK) goto fail;
     nb_free(uses);
+    for (int c = 0; c < e->n_convs; c++) {
+        static const char *const ins[] = {"codes", "float", "x-hat"}, *const outs[] = {"float", "requantized codes", "codes"};
+        const iconv *cv = &e->convs[c];
+        nb_log(NB_LOG_DEBUG, "int engine: %s: %s GEMM (%s), %d group(s), input %s%s, output %s%s", cv->name,
+               cv->cp == CP_INT ? "integer" : "float", cv->cp == CP_INT ? nb_ik_path_name(cv->ip) : "sgemm", cv->nseg,
+               ins[cv->in], cv->padded ? " (padded)" : "", outs[cv->out], cv->relu ? " + relu" : "");
+    }
     *out = e;
     return NB_OK;
 oom:
@@ -754,6 +767,10 @@ static void conv_tile(const nb_int_engine *e, const iconv *cv, const void *in, l
             nb_ik_gemm_s16(cv->ip, ts->x, cv->g.Kp, ncr, cv->w16, OCp, cv->seg[g], cv->seg[g + 1], ts->c, OCp);
         if (cv->out == OUT_RQ) {
             nb_ik_requant(cv->ip, ts->c, OCp, nc, OC, cv->corr, &cv->rq, o);
+            return;
+        }
+        if (cv->nseg == 1) {
+            nb_ik_finish_int(ts->c, OCp, nc, OC, cv->corr, cv->S, cv->bias, cv->relu, og, o);
             return;
         }
         nb_ik_dequant(ts->c, OCp, nc, OC, cv->corr + (size_t)g * OCp, cv->S + (size_t)g * OCp, g > 0, ts->f, OCp);
@@ -823,6 +840,11 @@ static void node_forward(const inode *n, const inode *a, const float *x, const f
             const size_t i0 = (size_t)b * ELEM_BLOCK, i1 = i0 + ELEM_BLOCK < total ? i0 + ELEM_BLOCK : total;
             if (n->op == NB_G_RELU)
                 for (size_t i = i0; i < i1; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+            else if (n->relu)
+                for (size_t i = i0; i < i1; i++) {
+                    const float v = x[i] + y2[i];
+                    y[i] = v > 0.0f ? v : 0.0f;
+                }
             else
                 for (size_t i = i0; i < i1; i++) y[i] = x[i] + y2[i];
         }

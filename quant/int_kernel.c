@@ -189,6 +189,56 @@ void nb_ik_finish(const float *F, int ldf, int ncols, int OC, float a, const flo
     }
 }
 
+NB_IK_CLONES static void finish_int_f32(const int32_t *C, int ldc, int ncols, int OC, const int32_t *corr,
+                                        const float *S, const float *bias, int relu, float *out) {
+    for (int j = 0; j < ncols; j++) {
+        const int32_t *c = C + (size_t)j * ldc;
+        float *y = out + (size_t)j * OC;
+        if (relu)
+            for (int o = 0; o < OC; o++) {
+                const float v = (float)(c[o] - corr[o]) * S[o] + bias[o];
+                y[o] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (int o = 0; o < OC; o++) y[o] = (float)(c[o] - corr[o]) * S[o] + bias[o];
+    }
+}
+
+NB_IK_CLONES static void finish_int_uniform(const int32_t *C, int ldc, int ncols, int OC, const int32_t *corr,
+                                            const float *S, const float *bias, int relu, const nb_ik_grid *g,
+                                            uint8_t *out) {
+    const float s = g->s, lo = (float)(g->qmin - g->z), hi = (float)(g->qmax - g->z);
+    const int32_t zoff = g->z - g->qmin;
+    for (int j = 0; j < ncols; j++) {
+        const int32_t *c = C + (size_t)j * ldc;
+        uint8_t *u = out + (size_t)j * OC;
+        for (int o = 0; o < OC; o++) {
+            float v = (float)(c[o] - corr[o]) * S[o] + bias[o];
+            v = relu && !(v > 0.0f) ? 0.0f : v;
+            u[o] = (uint8_t)uniform_u(v, s, lo, hi, zoff);
+        }
+    }
+}
+
+void nb_ik_finish_int(const int32_t *C, int ldc, int ncols, int OC, const int32_t *corr, const float *S,
+                      const float *bias, int relu, const nb_ik_grid *g, void *out) {
+    if (!g) {
+        finish_int_f32(C, ldc, ncols, OC, corr, S, bias, relu, out);
+    } else if (!g->n2uq) {
+        finish_int_uniform(C, ldc, ncols, OC, corr, S, bias, relu, g, out);
+    } else {
+        for (int j = 0; j < ncols; j++) {
+            const int32_t *c = C + (size_t)j * ldc;
+            uint8_t *u = (uint8_t *)out + (size_t)j * OC;
+            for (int o = 0; o < OC; o++) {
+                float v = (float)(c[o] - corr[o]) * S[o] + bias[o];
+                v = relu && !(v > 0.0f) ? 0.0f : v;
+                u[o] = (uint8_t)(n2uq_code(v, g->thr, g->n_thr) - g->qmin);
+            }
+        }
+    }
+}
+
 static void requant_scalar(const int32_t *C, int ldc, int ncols, int OC, const int32_t *corr, const nb_ik_rq_tab *t,
                            uint8_t *out) {
     for (int j = 0; j < ncols; j++) {

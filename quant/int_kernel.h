@@ -141,6 +141,9 @@ void nb_ik_dequant(const int32_t *C, int ldc, int ncols, int OC, const int32_t *
  * is given, to the codes of y on g (u8). */
 void nb_ik_finish(const float *F, int ldf, int ncols, int OC, float a, const float *bias, int relu,
                   const nb_ik_grid *g, void *out);
+/* nb_ik_dequant then nb_ik_finish (a = 1) in one pass, for one scale group. */
+void nb_ik_finish_int(const int32_t *C, int ldc, int ncols, int OC, const int32_t *corr, const float *S,
+                      const float *bias, int relu, const nb_ik_grid *g, void *out);
 /* Requantize: u = clamp(max(r, 0 when relu) + z, qmin, qmax) - qmin with r =
  * nb_rq_apply(rq[c], k, C[j][c] - corr[c]). The arrays B, M0, n, off are
  * rq's fields per channel, widened for the vector path. */

@@ -710,6 +710,45 @@ START_TEST(test_models) {
 }
 END_TEST
 
+/* Every kernel path gives the same logits bit for bit on a real model, and
+ * so do 1 and 2 threads and a batch split differently. */
+START_TEST(test_model_paths) {
+    int n = 0;
+    float *img = cifar_images(&n);
+    if (!img) {
+        nb_test_skip("test_model_paths", "../shared/data/cifar10-mini.h5 absent");
+        return;
+    }
+    n = 40;
+    nb_model *m = mcase_model(&mcases[0]);
+    nb_xmodel *x = NULL;
+    ck_assert_msg(nb_export_build(m, &x) == NB_OK, "%s", nb_last_error());
+    float *want = malloc(sizeof(float) * (size_t)n * 10), *got = malloc(sizeof(float) * (size_t)n * 10);
+    run_engine(x, img, n, want);
+    nb_ik_path p[NB_IK_COUNT];
+    for (int k = 0, np = n_paths(p); k < np; k++) {
+        use_path(p[k]);
+        run_engine(x, img, n, got);
+        ck_assert_msg(!memcmp(want, got, sizeof(float) * (size_t)n * 10), "path %s differs", nb_ik_path_name(p[k]));
+    }
+    unsetenv("NB_INT_KERNEL");
+    const int was = nb_get_threads();
+    nb_set_threads(was == 1 ? 2 : 1);
+    nb_int_engine *e = NULL;
+    ck_assert(nb_int_engine_new(x, &e) == NB_OK);
+    ck_assert(nb_int_engine_forward(e, img, 7, got) == NB_OK);
+    ck_assert(nb_int_engine_forward(e, img + 7 * 3072, n - 7, got + 70) == NB_OK);
+    nb_int_engine_free(e);
+    nb_set_threads(was);
+    ck_assert(!memcmp(want, got, sizeof(float) * (size_t)n * 10));
+    free(want);
+    free(got);
+    free(img);
+    nb_xmodel_free(x);
+    nb_model_free(m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("int_engine");
     TCase *tc = tcase_create("int_engine");
@@ -721,6 +760,7 @@ int main(void) {
     tcase_add_test(tc, test_random_graph_paths);
     tcase_add_test(tc, test_errors);
     tcase_add_loop_test(tc, test_models, 0, N_MCASES);
+    tcase_add_test(tc, test_model_paths);
     suite_add_tcase(s, tc);
     return nb_test_run(s);
 }
