@@ -59,7 +59,7 @@ typedef struct {
     nb_ik_path ip;          /* CP_INT: VNNI (u8s8) or AVX2 / scalar (s16) */
     int8_t *w8;             /* (Kp/4, OCp, 4) */
     int16_t *w16;           /* (Kp/2, OCp, 2) */
-    float *wf;              /* (OC, Kp) */
+    float *wf;              /* (Kp, OCp): W^T, the GEMM's B */
     int32_t *corr;          /* (nseg, OCp) z_eff·Σ w (VNNI), else 0 */
     float *S;               /* (nseg, OCp) s_x·s_w·mul */
     float *bias;            /* (OCp) */
@@ -287,11 +287,11 @@ static nb_status pack_weights(iconv *cv, const nb_xlayer *l, const int *kmap, nb
     if (!cv->bias) return NB_STATUS_OOM;
     for (int o = 0; o < l->oc; o++) cv->bias[o] = l->bias[o];
     if (cv->cp == CP_FLOAT) {
-        cv->wf = nb_calloc((size_t)cv->OC * (size_t)Kp, sizeof(float));
+        cv->wf = nb_calloc((size_t)OCp * (size_t)Kp, sizeof(float));
         if (!cv->wf) return NB_STATUS_OOM;
         for (int o = 0; o < cv->OC; o++)
             for (int p = 0; p < Kp; p++)
-                if (kmap[p] >= 0) cv->wf[(size_t)o * Kp + p] = wdeq(l, o, kmap[p]) * l->mul[o];
+                if (kmap[p] >= 0) cv->wf[(size_t)p * OCp + o] = wdeq(l, o, kmap[p]) * l->mul[o];
         cv->in_scale = cv->in == IN_CODES ? cv->grid.s : 1.0f;
         return NB_OK;
     }
@@ -755,7 +755,7 @@ static void conv_tile(const nb_int_engine *e, const iconv *cv, const void *in, l
     void *o = cv->out == OUT_F32 ? (void *)((float *)out + j0 * OC) : (void *)((uint8_t *)out + j0 * OC);
     if (cv->cp == CP_FLOAT) {
         nb_ik_im2row(e->path, cv->in == IN_CODES ? NB_IK_X_F_CODES : NB_IK_X_F_F, &cv->gt, in, j0, nc, ncr, ts->x);
-        nb_sgemm_nt(nc, OC, cv->g.Kp, ts->x, cv->g.Kp, cv->wf, cv->g.Kp, 0.0f, ts->f, OCp);
+        nb_sgemm_nn(nc, OCp, cv->g.Kp, ts->x, cv->g.Kp, 1, cv->wf, OCp, 0.0f, ts->f, OCp);
         nb_ik_finish(ts->f, OCp, nc, OC, cv->in_scale, cv->bias, cv->relu, og, o);
         return;
     }

@@ -647,8 +647,10 @@ static nb_model *mcase_model(const mcase *c) {
  *   - every image within FLIP_REL (FLIP_REL8 with 8-bit activations) of
  *     its largest |logit| (measured: 0.26 after the cascade above; 0.015
  *     at 8 bits);
- *   - top-1 agrees wherever nibble's top-2 margin is at least twice that
- *     bound (the lead a flip cascade within it cannot overturn). */
+ *   - top-1 agrees unless nibble's top-2 margin is below twice the bound
+ *     that image's difference falls under: 2·NOISE for an image within
+ *     float noise, 2·FLIP_REL(8) otherwise (a lead a difference within the
+ *     bound cannot overturn). */
 #define NOISE 1e-5
 #define MIN_EXACT 0.95
 #define MIN_EXACT8 0.5
@@ -689,9 +691,10 @@ START_TEST(test_models) {
             if (k != tb && (double)b[k] > second) second = (double)b[k];
         agree += ta == tb;
         exact += d <= NOISE * big;
+        const double margin_tol = 2 * (d <= NOISE * big ? NOISE : flip_rel) * big;
         worst = d > worst ? d : worst;
         worst_rel = d / big > worst_rel ? d / big : worst_rel;
-        if ((double)b[tb] - second >= 2 * flip_rel * big) {
+        if ((double)b[tb] - second >= margin_tol) {
             judged++;
             ck_assert_msg(ta == tb, "%s: image %d: top-1 %d, nibble %d (margin %g)", c->name, i, ta, tb,
                           (double)b[tb] - second);
@@ -699,7 +702,7 @@ START_TEST(test_models) {
         ck_assert_msg(d <= flip_rel * big, "%s: image %d: |logit diff| %g, largest |logit| %g", c->name, i, d, big);
     }
     printf("%-32s max |logit diff| %.3g (%.2g of the largest logit), %d/%d images within float noise, "
-           "top-1 agrees on %d/%d (%d with a margin)\n",
+           "top-1 agrees on %d/%d (asserted on the %d with a margin)\n",
            c->name, worst, worst_rel, exact, n, agree, n, judged);
     ck_assert_msg(exact >= min_exact * n, "%s: only %d of %d images within float noise", c->name, exact, n);
     free(want);
@@ -749,6 +752,45 @@ START_TEST(test_model_paths) {
 }
 END_TEST
 
+/* A rough speed print (no assertion: timings flake on a shared machine):
+ * resnet20 W4A4, batch 256, at the current thread count, best of 3. */
+START_TEST(test_speed_print) {
+    enum { N = 256 };
+    nb_model *m = mcase_model(&mcases[0]);
+    nb_xmodel *x = NULL;
+    ck_assert_msg(nb_export_build(m, &x) == NB_OK, "%s", nb_last_error());
+    nb_int_engine *e = NULL;
+    ck_assert(nb_int_engine_new(x, &e) == NB_OK);
+    float *img = malloc(sizeof(float) * N * 3072), *out = malloc(sizeof(float) * N * 10);
+    nb_rng r;
+    nb_rng_seed(&r, 9, 0);
+    for (int i = 0; i < N * 3072; i++) img[i] = nb_rng_normal(&r);
+    nb_tape *t = nb_tape_new();
+    nb_tape_set_grad(t, 0);
+    nb_tensor xt;
+    nb_tensor_wrap(&xt, img, 4, (int[]){N, 3, 32, 32});
+    double best_int = 0.0, best_fake = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        const double t0 = nb_now();
+        ck_assert(nb_int_engine_forward(e, img, N, out) == NB_OK);
+        const double t1 = nb_now();
+        nb_model_forward(m, t, &xt);
+        nb_tape_reset(t);
+        const double t2 = nb_now();
+        best_int = fmax(best_int, N / (t1 - t0));
+        best_fake = fmax(best_fake, N / (t2 - t1));
+    }
+    printf("speed (resnet20 w4a4, batch %d, %d threads): integer engine %.0f img/s, fake-quant forward %.0f img/s\n", N,
+           nb_get_threads(), best_int, best_fake);
+    nb_tape_free(t);
+    free(img);
+    free(out);
+    nb_int_engine_free(e);
+    nb_xmodel_free(x);
+    nb_model_free(m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("int_engine");
     TCase *tc = tcase_create("int_engine");
@@ -761,6 +803,7 @@ int main(void) {
     tcase_add_test(tc, test_errors);
     tcase_add_loop_test(tc, test_models, 0, N_MCASES);
     tcase_add_test(tc, test_model_paths);
+    tcase_add_test(tc, test_speed_print);
     suite_add_tcase(s, tc);
     return nb_test_run(s);
 }
