@@ -75,6 +75,20 @@ static void run_engine(const nb_xmodel *x, const float *img, int N, float *out) 
     nb_int_engine_free(e);
 }
 
+/* x on one image gives the n logits want (within tol) on every path. */
+static void expect_paths(const nb_xmodel *x, const float *img, const float *want, int n, float tol) {
+    nb_ik_path p[NB_IK_COUNT];
+    for (int k = 0, np = n_paths(p); k < np; k++) {
+        use_path(p[k]);
+        float y[16];
+        run_engine(x, img, 1, y);
+        for (int i = 0; i < n; i++)
+            ck_assert_msg(fabsf(y[i] - want[i]) <= tol, "%s: logit %d is %.9g, want %.9g", nb_ik_path_name(p[k]), i,
+                          (double)y[i], (double)want[i]);
+    }
+    unsetenv("NB_INT_KERNEL");
+}
+
 /* One 3x3 conv on a 3x3 image, no padding: a 1x1 output, the logits.
  * Input grid s = 0.5, z = 0, [-8, 7]:
  *   x  = 0.2 -0.4 1.0 / 0.6 0.0 -1.2 / 0.3 0.7 2.0
@@ -93,22 +107,16 @@ START_TEST(test_hand_conv) {
     l->codes = codes, l->scale = scale, l->zero_point = zp, l->mul = mul, l->bias = bias;
     l->ascale = 0.5f;
     hand_node(&h, NB_G_CONV, 0, -1, 0);
-    nb_ik_path p[NB_IK_COUNT];
-    for (int k = 0, n = n_paths(p); k < n; k++) {
-        use_path(p[k]);
-        float y[2];
-        run_engine(&h.x, img, 1, y);
-        ck_assert_msg(y[0] == 0.75f && y[1] == 0.3125f, "%s: %g %g", nb_ik_path_name(p[k]), (double)y[0], (double)y[1]);
-        /* float input (no quantizer): the float path, y = Σ ŵ·x·mul + bias */
-        l->akind = NB_XA_NONE;
-        run_engine(&h.x, img, 1, y);
-        double want[2] = {0.5, 0.25};
-        for (int c = 0; c < 2; c++)
-            for (int i = 0; i < 9; i++) want[c] += (double)scale[c] * codes[c * 9 + i] * (double)img[i] * mul[c];
-        ck_assert(fabs(y[0] - want[0]) < 1e-6 && fabs(y[1] - want[1]) < 1e-6);
-        l->akind = NB_XA_UNIFORM;
+    expect_paths(&h.x, img, (const float[]){0.75f, 0.3125f}, 2, 0.0f);
+    /* float input (no quantizer): the float path, y = Σ ŵ·x·mul + bias */
+    l->akind = NB_XA_NONE;
+    float want[2];
+    for (int c = 0; c < 2; c++) {
+        double v = bias[c];
+        for (int i = 0; i < 9; i++) v += (double)scale[c] * codes[c * 9 + i] * (double)img[i] * mul[c];
+        want[c] = (float)v;
     }
-    unsetenv("NB_INT_KERNEL");
+    expect_paths(&h.x, img, want, 2, 1e-6f);
 }
 END_TEST
 
@@ -129,14 +137,7 @@ START_TEST(test_hand_padding) {
     l->codes = codes, l->scale = scale, l->zero_point = zp, l->mul = mul, l->bias = bias;
     l->ascale = 0.25f, l->azero = 3, l->aqmin = 0, l->aqmax = 15;
     hand_node(&h, NB_G_CONV, 0, -1, 0);
-    nb_ik_path p[NB_IK_COUNT];
-    for (int k = 0, n = n_paths(p); k < n; k++) {
-        use_path(p[k]);
-        float y;
-        run_engine(&h.x, img, 1, &y);
-        ck_assert_msg(y == 7.75f, "%s: %g", nb_ik_path_name(p[k]), (double)y);
-    }
-    unsetenv("NB_INT_KERNEL");
+    expect_paths(&h.x, img, (const float[]){7.75f}, 1, 0.0f);
 }
 END_TEST
 
@@ -158,15 +159,7 @@ START_TEST(test_hand_groups) {
     l->n_scales = 4;
     l->ascale = 0.5f;
     hand_node(&h, NB_G_LINEAR, 0, -1, 0);
-    nb_ik_path p[NB_IK_COUNT];
-    for (int k = 0, n = n_paths(p); k < n; k++) {
-        use_path(p[k]);
-        float y[2];
-        run_engine(&h.x, img, 1, y);
-        ck_assert_msg(fabsf(y[0] - 1.35f) < 1e-6f && fabsf(y[1] + 0.3f) < 1e-6f, "%s: %g %g", nb_ik_path_name(p[k]),
-                      (double)y[0], (double)y[1]);
-    }
-    unsetenv("NB_INT_KERNEL");
+    expect_paths(&h.x, img, (const float[]){1.35f, -0.3f}, 2, 1e-6f);
 }
 END_TEST
 
@@ -587,14 +580,7 @@ static void model_logits(nb_model *m, const float *img, int n, float *out) {
     nb_tape_free(t);
 }
 
-typedef struct {
-    const char *name, *arch;
-    int shortcut;
-    const char *wmethod, *wgran;
-    int wbits, group;
-    const char *amethod;
-    int abits, asym, fold, steps;
-} mcase;
+typedef nb_test_qcase mcase;
 
 static const mcase mcases[] = {
     {"resnet20 lsq w4a4", "resnet20", NB_SHORTCUT_A, "lsq", "channel", 4, 0, "lsq", 4, 1, 0, 2},
@@ -613,19 +599,6 @@ static const mcase mcases[] = {
 };
 #define N_MCASES ((int)(sizeof mcases / sizeof mcases[0]))
 
-static nb_model *mcase_model(const mcase *c) {
-    nb_quant_policy p;
-    nb_quant_policy_default(&p);
-    strcpy(p.weights.method, c->wmethod);
-    strcpy(p.weights.granularity, c->wgran);
-    p.weights.bits = c->wbits;
-    if (c->group) p.weights.group_size = c->group;
-    strcpy(p.activations.method, c->amethod);
-    p.activations.bits = c->abits;
-    p.activations.symmetric = c->asym;
-    p.fold_bn = c->fold;
-    return nb_test_export_model(c->arch, c->shortcut, strcmp(c->wmethod, "none") ? &p : NULL, c->steps);
-}
 
 /* How close the engine comes to nibble's fake-quant forward. Both compute
  * the same integers' real values; only the order of float additions
@@ -666,7 +639,7 @@ START_TEST(test_models) {
         nb_test_skip(c->name, "../shared/data/cifar10-mini.h5 absent");
         return;
     }
-    nb_model *m = mcase_model(c);
+    nb_model *m = nb_test_qcase_model(c);
     nb_xmodel *x = NULL;
     ck_assert_msg(nb_export_build(m, &x) == NB_OK, "%s: %s", c->name, nb_last_error());
     const int K = m->opts.num_classes;
@@ -723,7 +696,7 @@ START_TEST(test_model_paths) {
         return;
     }
     n = 40;
-    nb_model *m = mcase_model(&mcases[0]);
+    nb_model *m = nb_test_qcase_model(&mcases[0]);
     nb_xmodel *x = NULL;
     ck_assert_msg(nb_export_build(m, &x) == NB_OK, "%s", nb_last_error());
     float *want = malloc(sizeof(float) * (size_t)n * 10), *got = malloc(sizeof(float) * (size_t)n * 10);
@@ -756,7 +729,7 @@ END_TEST
  * resnet20 W4A4, batch 256, at the current thread count, best of 3. */
 START_TEST(test_speed_print) {
     enum { N = 256 };
-    nb_model *m = mcase_model(&mcases[0]);
+    nb_model *m = nb_test_qcase_model(&mcases[0]);
     nb_xmodel *x = NULL;
     ck_assert_msg(nb_export_build(m, &x) == NB_OK, "%s", nb_last_error());
     nb_int_engine *e = NULL;
