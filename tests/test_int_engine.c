@@ -536,6 +536,18 @@ START_TEST(test_errors) {
         fails++;
     }
     ck_assert_int_gt(fails, 10);
+    /* a forward on more threads than the engine has tiles for allocates them */
+    const int was = nb_get_threads();
+    nb_set_threads(1);
+    ck_assert_int_eq(nb_int_engine_new(&h.x, &e), NB_OK);
+    nb_set_threads(3);
+    nb_alloc_fail_after(1);
+    ck_assert_int_eq(nb_int_engine_forward(e, img, 1, y), NB_STATUS_OOM);
+    nb_alloc_fail_after(0);
+    ck_assert_msg(strstr(nb_last_error(), "out of memory for 3 threads"), "%s", nb_last_error());
+    ck_assert_int_eq(nb_int_engine_forward(e, img, 1, y), NB_OK);
+    nb_int_engine_free(e);
+    nb_set_threads(was);
 }
 END_TEST
 
