@@ -5,8 +5,8 @@
  * Values live in NHWC (channels last), float or as uint8 codes u = q - qmin
  * of the one conv that consumes them. A conv is a GEMM over output pixels:
  * im2row gathers each pixel's receptive field in the packed K order (runs
- * of contiguous channels, whole 3-tap rows where the window is inside the
- * image), then
+ * of contiguous channels: whole kernel rows, the input first copied into a
+ * border of real 0 so no bounds are checked), then
  *   integer path  codes x (q_w - z_w) in int32 (int_kernel.c), one GEMM per
  *                 scale group, y = Σ_g acc_g·(s_x·s_w,g·mul) + bias; when
  *                 the value goes (through a ReLU) to exactly one conv with
@@ -41,7 +41,6 @@ typedef enum { OUT_F32 = 0, OUT_RQ, OUT_FQ } out_kind;
 typedef struct {
     const char *name;       /* the layer's (borrowed from the engine's copy) */
     int node, consumer;     /* its node; the conv node reading its codes (OUT_RQ / OUT_FQ) */
-    int is_conv;
     int OC, OCp, KH, KW;
     int K;                  /* C·KH·KW (g.Kp: packed, segments padded to 4) */
     nb_ik_geom g;           /* input and output shapes, the im2row runs */
@@ -541,7 +540,6 @@ static nb_status plan_conv(nb_int_engine *e, const nb_xmodel *x, int i, const fl
     snprintf(e->names[n->conv], sizeof e->names[0], "%s", l->name);
     cv->node = i;
     cv->consumer = -1;
-    cv->is_conv = l->is_conv;
     cv->OC = l->oc;
     cv->OCp = round_up(l->oc, 16);
     cv->g.C = a->C, cv->g.H = a->H, cv->g.W = a->W;
