@@ -45,4 +45,18 @@ nb_quantizer *nb_test_quantizer(nb_model *m, const char *name);
  * calibrated on 2 batches of 8 random images and trained `steps` SGD steps
  * (lr 0.05) on them; returned in evaluation mode. Aborts the test on failure. */
 nb_model *nb_test_export_model(const char *arch, int shortcut, const nb_quant_policy *p, int steps);
+
+/* One row of the export tests' model tables: nb_test_export_model(arch,
+ * shortcut, the policy the other fields describe, steps); wmethod "none"
+ * gives the FP32 model. */
+typedef struct {
+    const char *name, *arch;
+    int shortcut;
+    const char *wmethod, *wgran;
+    int wbits, group;           /* group: the group size of granularity "group" */
+    const char *amethod;
+    int abits, asym, fold, steps;
+} nb_test_qcase;
+
+nb_model *nb_test_qcase_model(const nb_test_qcase *c);
 #endif

@@ -56,41 +56,23 @@ END_TEST
 
 /* ------------------------------------------------------------- the cases */
 
-typedef struct {
-    const char *name, *arch;
-    const char *wmethod, *wgran;
-    int wbits, group;
-    const char *amethod;
-    int abits, asym, fold, steps;
-} xcase;
+typedef nb_test_qcase xcase;
 
 static const xcase cases[] = {
-    {"lsq w4a4", "smallcnn", "lsq", "tensor", 4, 0, "lsq", 4, 1, 0, 2},
-    {"lsq w2a2 resnet20", "resnet20", "lsq", "channel", 2, 0, "lsq", 2, 1, 0, 1},
-    {"ptq w8a8 channel folded", "smallcnn", "uniform", "channel", 8, 0, "uniform", 8, 1, 1, 0},
-    {"ptq w4a8 asym act", "smallcnn", "uniform", "tensor", 4, 0, "uniform", 8, 0, 0, 0},
-    {"uniform w4 group 16", "smallcnn", "uniform", "group", 4, 16, "uniform", 4, 1, 0, 0},
-    {"adq w3 tensor", "smallcnn", "adq", "tensor", 3, 0, "lsq", 4, 1, 0, 2},
-    {"adq w2 channel n2uq", "smallcnn", "adq", "channel", 2, 0, "n2uq", 3, 1, 0, 2},
-    {"ternary", "smallcnn", "ternary", "channel", 2, 0, "lsq", 4, 1, 0, 1},
-    {"binary", "smallcnn", "binary", "channel", 2, 0, "pact", 4, 1, 0, 1},
-    {"lsq+ act", "smallcnn", "lsq", "tensor", 4, 0, "lsq+", 4, 1, 0, 1},
+    {"lsq w4a4", "smallcnn", NB_SHORTCUT_A, "lsq", "tensor", 4, 0, "lsq", 4, 1, 0, 2},
+    {"lsq w2a2 resnet20", "resnet20", NB_SHORTCUT_A, "lsq", "channel", 2, 0, "lsq", 2, 1, 0, 1},
+    {"ptq w8a8 channel folded", "smallcnn", NB_SHORTCUT_A, "uniform", "channel", 8, 0, "uniform", 8, 1, 1, 0},
+    {"ptq w4a8 asym act", "smallcnn", NB_SHORTCUT_A, "uniform", "tensor", 4, 0, "uniform", 8, 0, 0, 0},
+    {"uniform w4 group 16", "smallcnn", NB_SHORTCUT_A, "uniform", "group", 4, 16, "uniform", 4, 1, 0, 0},
+    {"adq w3 tensor", "smallcnn", NB_SHORTCUT_A, "adq", "tensor", 3, 0, "lsq", 4, 1, 0, 2},
+    {"adq w2 channel n2uq", "smallcnn", NB_SHORTCUT_A, "adq", "channel", 2, 0, "n2uq", 3, 1, 0, 2},
+    {"ternary", "smallcnn", NB_SHORTCUT_A, "ternary", "channel", 2, 0, "lsq", 4, 1, 0, 1},
+    {"binary", "smallcnn", NB_SHORTCUT_A, "binary", "channel", 2, 0, "pact", 4, 1, 0, 1},
+    {"lsq+ act", "smallcnn", NB_SHORTCUT_A, "lsq", "tensor", 4, 0, "lsq+", 4, 1, 0, 1},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
-static nb_model *case_model(const xcase *c) {
-    nb_quant_policy p;
-    nb_quant_policy_default(&p);
-    strcpy(p.weights.method, c->wmethod);
-    strcpy(p.weights.granularity, c->wgran);
-    p.weights.bits = c->wbits;
-    if (c->group) p.weights.group_size = c->group;
-    strcpy(p.activations.method, c->amethod);
-    p.activations.bits = c->abits;
-    p.activations.symmetric = c->asym;
-    p.fold_bn = c->fold;
-    return nb_test_export_model(c->arch, NB_SHORTCUT_A, &p, c->steps);
-}
+static nb_model *case_model(const xcase *c) { return nb_test_qcase_model(c); }
 
 static nb_module *module_named(nb_model *m, const char *name) {
     for (int i = 0; i < m->n_modules; i++)

@@ -2,6 +2,7 @@
  * train (exact resume of weights and quantizer state), nibble ptq (the
  * result, the checkpoint nibble eval reads back as the quantized network)
  * and the bad inputs ptq must refuse without writing anything. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -225,6 +226,29 @@ START_TEST(test_ptq_cli) {
     snprintf(args, sizeof args, "inspect %s --no-config", q_ckpt);
     ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
     ck_assert_msg(strstr(out, "quant/features.0.conv.weight/scale") && strstr(out, "x smaller"), "%s", out);
+    /* export: the packed file lists its 3-bit layers, and the integer engine
+     * on it (or on the checkpoint, exported in memory) agrees with eval */
+    snprintf(args, sizeof args, "export %s -o %s/q.nq.h5", q_ckpt, tmp("q"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "wrote ") && strstr(out, "packed"), "%s", out);
+    snprintf(args, sizeof args, "inspect %s/q.nq.h5 --no-config", tmp("q"));
+    ck_assert_msg(cli(args, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "uniform 3-bit channel [-4,3]") && strstr(out, "x smaller"), "%s", out);
+    static char evi[4096];
+    snprintf(args, sizeof args, "eval %s/q.nq.h5 --compare %s --json", tmp("q"), q_ckpt);
+    ck_assert_msg(cli(args, evi, sizeof evi) == 0, "%s", evi);
+    ck_assert_msg(json_num(evi, "fake_top1") == json_num(ev, "top1") && json_num(evi, "n") == json_num(ev, "n") &&
+                      fabs(json_num(evi, "top1") - json_num(ev, "top1")) <= 0.02 &&
+                      json_num(evi, "top1_agree") >= 0.97 * json_num(ev, "n"),
+                  "%s against %s", evi, ev);
+    snprintf(args, sizeof args, "eval %s --engine int --json", q_ckpt);
+    static char evc[4096];
+    ck_assert_msg(cli(args, evc, sizeof evc) == 0, "%s", evc);
+    ck_assert_msg(json_num(evc, "top1") == json_num(evi, "top1") && json_num(evc, "loss") == json_num(evi, "loss"),
+                  "in memory %s, from the file %s", evc, evi);
+    snprintf(args, sizeof args, "eval %s/q.nq.h5 --engine fake", tmp("q"));
+    ck_assert_int_eq(cli(args, out, sizeof out), 2);
+    ck_assert_msg(strstr(out, "runs on --engine int only"), "%s", out);
     /* a second run into the same directory is refused */
     snprintf(args, sizeof args, "ptq %s --set init.checkpoint=%s --set output.dir=%s", ptq, fp_ckpt, tmp("q"));
     ck_assert_int_eq(cli(args, out, sizeof out), 2);
