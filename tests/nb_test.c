@@ -163,17 +163,21 @@ nb_model *nb_test_export_model(const char *arch, int shortcut, const nb_quant_po
     return m;
 }
 
+void nb_test_qcase_policy(const nb_test_qcase *c, nb_quant_policy *p) {
+    nb_quant_policy_default(p);
+    strcpy(p->weights.method, c->wmethod);
+    strcpy(p->weights.granularity, c->wgran);
+    p->weights.bits = c->wbits;
+    if (c->group) p->weights.group_size = c->group;
+    strcpy(p->activations.method, c->amethod);
+    p->activations.bits = c->abits;
+    p->activations.symmetric = c->asym;
+    p->fold_bn = c->fold;
+}
+
 nb_model *nb_test_qcase_model(const nb_test_qcase *c) {
     if (!strcmp(c->wmethod, "none")) return nb_test_export_model(c->arch, c->shortcut, NULL, c->steps);
     nb_quant_policy p;
-    nb_quant_policy_default(&p);
-    strcpy(p.weights.method, c->wmethod);
-    strcpy(p.weights.granularity, c->wgran);
-    p.weights.bits = c->wbits;
-    if (c->group) p.weights.group_size = c->group;
-    strcpy(p.activations.method, c->amethod);
-    p.activations.bits = c->abits;
-    p.activations.symmetric = c->asym;
-    p.fold_bn = c->fold;
+    nb_test_qcase_policy(c, &p);
     return nb_test_export_model(c->arch, c->shortcut, &p, c->steps);
 }

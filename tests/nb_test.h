@@ -59,4 +59,7 @@ typedef struct {
 } nb_test_qcase;
 
 nb_model *nb_test_qcase_model(const nb_test_qcase *c);
+/* The policy row c describes (what nb_test_qcase_model quantizes with), for
+ * a test that changes a field before nb_test_export_model. */
+void nb_test_qcase_policy(const nb_test_qcase *c, nb_quant_policy *p);
 #endif

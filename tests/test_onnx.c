@@ -34,9 +34,12 @@
  * must give the same bits as nibble's quantizer kernels for values at every
  * rounding tie, at and beyond the grid's ends, and at the N2UQ thresholds.
  *
+ * A trained checkpoint (experiments/pretrained, ResNet-20 LSQ W4A4) goes
+ * through `nibble export --format onnx` and is held to the same agreement.
+ *
  * Each oracle is skipped cleanly (nb_test_skip) when absent; the export
  * itself always runs. Also: the refused opsets, an unwritable path, a
- * malformed node list. */
+ * malformed node list, failing allocations. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -122,14 +125,8 @@ static void ort_run(const char *path, const char *optimization, const float *x, 
 /* --------------------------------------------------- models vs ORT */
 
 typedef struct {
-    const char *name, *arch;
-    nb_shortcut shortcut;
-    const char *wmethod, *wgran;
-    int wbits, wsym;
-    const char *amethod;
-    int abits, asym;
-    int fold;   /* PTQ: batchnorm folded before quantizing */
-    int steps;  /* SGD steps after calibration */
+    nb_test_qcase q;
+    int wasym;        /* asymmetric weights (uniform: zero points; adq: codebooks without a zero, learned α) */
     int opset;
     const char *must; /* an op the graph must hold ("op NAME") */
     int rewritten;    /* ONNX Runtime's optimizer requantizes some layer: a conv between a uniform
@@ -137,20 +134,22 @@ typedef struct {
 } ocase;
 
 static const ocase cases[] = {
-    {"resnet20 (A) LSQ W4A4", "resnet20", NB_SHORTCUT_A, "lsq", "tensor", 4, 1, "lsq", 4, 1, 0, 3, 13, "op Pad", 1},
-    {"smallcnn PTQ per-channel W8A8, folded", "smallcnn", 0, "uniform", "channel", 8, 1, "uniform", 8, 1, 1, 0, 17,
+    {{"resnet20 (A) LSQ W4A4", "resnet20", NB_SHORTCUT_A, "lsq", "tensor", 4, 0, "lsq", 4, 1, 0, 3}, 0, 13, "op Pad", 1},
+    {{"smallcnn PTQ per-channel W8A8, folded", "smallcnn", 0, "uniform", "channel", 8, 0, "uniform", 8, 1, 1, 0}, 0, 17,
      "op MaxPool", 0},
-    {"smallcnn PTQ asymmetric W4A4", "smallcnn", 0, "uniform", "tensor", 4, 0, "uniform", 4, 0, 1, 0, 13,
+    {{"smallcnn PTQ asymmetric W4A4", "smallcnn", 0, "uniform", "tensor", 4, 0, "uniform", 4, 0, 1, 0}, 1, 13,
      "op QuantizeLinear", 0},
-    {"resnet20 (B) ADQ 3-bit tensor codebooks, LSQ A4", "resnet20", NB_SHORTCUT_B, "adq", "tensor", 3, 1, "lsq", 4, 1,
-     0, 3, 15, "op Gather", 1},
-    {"smallcnn ADQ 3-bit channel codebooks (asym, learned alpha), LSQ+ A4", "smallcnn", 0, "adq", "channel", 3, 0,
-     "lsq+", 4, 1, 0, 3, 17, "op Sub", 0},
-    {"resnet20 (A) LSQ W4, N2UQ A3", "resnet20", NB_SHORTCUT_A, "lsq", "channel", 4, 1, "n2uq", 3, 1, 0, 3, 14,
+    {{"resnet20 (B) ADQ 3-bit tensor codebooks, LSQ A4", "resnet20", NB_SHORTCUT_B, "adq", "tensor", 3, 0, "lsq", 4, 1,
+      0, 3},
+     0, 15, "op Gather", 1},
+    {{"smallcnn ADQ 3-bit channel codebooks (asym, learned alpha), LSQ+ A4", "smallcnn", 0, "adq", "channel", 3, 0,
+      "lsq+", 4, 1, 0, 3},
+     1, 17, "op Sub", 0},
+    {{"resnet20 (A) LSQ W4, N2UQ A3", "resnet20", NB_SHORTCUT_A, "lsq", "channel", 4, 0, "n2uq", 3, 1, 0, 3}, 0, 14,
      "op GreaterOrEqual", 0},
-    {"smallcnn per-group W4 (float weights), PACT A4", "smallcnn", 0, "uniform", "group", 4, 1, "pact", 4, 1, 0, 2, 16,
-     "op Clip", 0},
-    {"smallcnn ternary weights, LSQ A4", "smallcnn", 0, "ternary", "channel", 2, 1, "lsq", 4, 1, 0, 2, 13,
+    {{"smallcnn per-group W4 (float weights), PACT A4", "smallcnn", 0, "uniform", "group", 4, 32, "pact", 4, 1, 0, 2}, 0,
+     16, "op Clip", 0},
+    {{"smallcnn ternary weights, LSQ A4", "smallcnn", 0, "ternary", "channel", 2, 0, "lsq", 4, 1, 0, 2}, 0, 13,
      "op DequantizeLinear", 0},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
@@ -180,21 +179,13 @@ static float *cifar_images(const char *split, int n) {
 }
 
 /* The case's model (nb_test_export_model: random batchnorm statistics,
- * calibrated, `steps` SGD steps). */
+ * calibrated, a few SGD steps). */
 static nb_model *case_model(const ocase *c) {
     nb_quant_policy p;
-    nb_quant_policy_default(&p);
-    snprintf(p.weights.method, sizeof p.weights.method, "%s", c->wmethod);
-    snprintf(p.weights.granularity, sizeof p.weights.granularity, "%s", c->wgran);
-    p.weights.group_size = 32;
-    p.weights.bits = c->wbits;
-    p.weights.symmetric = c->wsym;
-    snprintf(p.activations.method, sizeof p.activations.method, "%s", c->amethod);
-    p.activations.bits = c->abits;
-    p.activations.symmetric = c->asym;
-    p.adq.learn_scale = !c->wsym;
-    p.fold_bn = c->fold;
-    return nb_test_export_model(c->arch, c->shortcut, &p, c->steps);
+    nb_test_qcase_policy(&c->q, &p);
+    p.weights.symmetric = !c->wasym;
+    p.adq.learn_scale = c->wasym;
+    return nb_test_export_model(c->q.arch, c->q.shortcut, &p, c->q.steps);
 }
 
 /* One layer of an IR on its own: input (N, ic, H, W) -> the layer (a
@@ -332,7 +323,7 @@ static void check_agreement(const char *name, const char *how, const agreement *
 START_TEST(test_onnx_model) {
     const ocase *c = &cases[_i];
     if (!nb_test_shared_data("cifar10-mini.h5")) {
-        nb_test_skip(c->name, "../shared/data/cifar10-mini.h5 absent");
+        nb_test_skip(c->q.name, "../shared/data/cifar10-mini.h5 absent");
         return;
     }
     float *test = cifar_images("test", NTEST);
@@ -348,28 +339,28 @@ START_TEST(test_onnx_model) {
     ck_assert(y->ndim == 2 && y->shape[0] == NTEST && y->shape[1] == 10);
 
     nb_xmodel *xm;
-    ck_assert_msg(nb_export_build(m, &xm) == NB_OK, "%s: %s", c->name, nb_last_error());
+    ck_assert_msg(nb_export_build(m, &xm) == NB_OK, "%s: %s", c->q.name, nb_last_error());
     char path[1024];
     snprintf(path, sizeof path, "%s", nb_test_tmp_path("model.onnx"));
-    ck_assert_msg(nb_export_onnx(xm, path, c->opset) == NB_OK, "%s: %s", c->name, nb_last_error());
+    ck_assert_msg(nb_export_onnx(xm, path, c->opset) == NB_OK, "%s: %s", c->q.name, nb_last_error());
 
     if (!have_onnx_python()) {
-        nb_test_skip(c->name, "/usr/bin/python3 cannot import onnx (python3-onnx): checker not run");
+        nb_test_skip(c->q.name, "/usr/bin/python3 cannot import onnx (python3-onnx): checker not run");
     } else {
         char rep[16384], want[128];
         onnx_check(path, rep, sizeof rep);
         snprintf(want, sizeof want, "opset %d\n", c->opset);
-        ck_assert_msg(strstr(rep, want), "%s:\n%s", c->name, rep);
-        ck_assert_msg(strstr(rep, c->opset <= 14 ? "ir_version 7\n" : "ir_version 8\n"), "%s:\n%s", c->name, rep);
+        ck_assert_msg(strstr(rep, want), "%s:\n%s", c->q.name, rep);
+        ck_assert_msg(strstr(rep, c->opset <= 14 ? "ir_version 7\n" : "ir_version 8\n"), "%s:\n%s", c->q.name, rep);
         ck_assert_msg(strstr(rep, "input input Nx3x32x32\n") && strstr(rep, "output logits Nx10\n"), "%s:\n%s",
-                      c->name, rep);
-        ck_assert_msg(strstr(rep, c->must), "%s: no %s in\n%s", c->name, c->must, rep);
-        snprintf(want, sizeof want, "meta arch=%s\n", c->arch);
-        ck_assert_msg(strstr(rep, want), "%s:\n%s", c->name, rep);
+                      c->q.name, rep);
+        ck_assert_msg(strstr(rep, c->must), "%s: no %s in\n%s", c->q.name, c->must, rep);
+        snprintf(want, sizeof want, "meta arch=%s\n", c->q.arch);
+        ck_assert_msg(strstr(rep, want), "%s:\n%s", c->q.name, rep);
     }
 
     if (!ort_dir()) {
-        nb_test_skip(c->name, "node or node_modules/onnxruntime-node absent: ONNX Runtime not run");
+        nb_test_skip(c->q.name, "node or node_modules/onnxruntime-node absent: ONNX Runtime not run");
     } else {
         /* each kind of layer on its own: first, strided, 1x1, linear, ... */
         char seen[32][64];
@@ -386,19 +377,68 @@ START_TEST(test_onnx_model) {
             snprintf(seen[nseen++], sizeof seen[0], "%s", key);
             worst = fmax(worst, layer_vs_ort(l, c->opset));
         }
-        printf("%s: %d layers alone: ORT within %.2g of the sum of |terms|\n", c->name, nseen, worst);
+        printf("%s: %d layers alone: ORT within %.2g of the sum of |terms|\n", c->q.name, nseen, worst);
 
         const agreement exact = vs_ort(path, "disabled", test, y->data), user = vs_ort(path, "all", test, y->data);
         printf("%s: opset %d, logits in [%.3g, %.3g]; ORT as written: max |diff| %.3g, %d/%d images moved, top-1 "
                "%d/%d (largest margin flipped %.3g); ORT optimized: max |diff| %.3g, %d moved, top-1 %d/%d\n",
-               c->name, c->opset, (double)exact.lo, (double)exact.hi, (double)exact.maxd, exact.moved, NTEST,
+               c->q.name, c->opset, (double)exact.lo, (double)exact.hi, (double)exact.maxd, exact.moved, NTEST,
                exact.agree, NTEST, (double)exact.flip_margin, (double)user.maxd, user.moved, user.agree, NTEST);
-        check_agreement(c->name, "as written", &exact);
-        if (!c->rewritten) check_agreement(c->name, "optimized", &user);
+        check_agreement(c->q.name, "as written", &exact);
+        if (!c->rewritten) check_agreement(c->q.name, "optimized", &user);
         ck_assert_msg(user.maxd == user.maxd && user.maxd < INFINITY, "%s: ORT optimized gives non-finite logits",
-                      c->name);
+                      c->q.name);
     }
     nb_xmodel_free(xm);
+    nb_tape_free(t);
+    nb_model_free(m);
+    free(test);
+}
+END_TEST
+
+/* A trained checkpoint (experiments/pretrained, ResNet-20 LSQ W4A4, 87.75%)
+ * through `nibble export --format onnx`: the checker, the normalisation in
+ * the metadata, and ORT against the checkpoint's own fake-quant forward. */
+START_TEST(test_onnx_cli_pretrained) {
+    char ckpt[1024], path[1024], cmd[4096], out[8192];
+    snprintf(ckpt, sizeof ckpt, "%s/experiments/pretrained/cifar10_resnet20_lsq_w4a4_e15.h5", getenv("NB_SOURCE_DIR"));
+    const char *data = nb_test_shared_data("cifar10-mini.h5");
+    if (!nb_test_cli() || access(ckpt, R_OK) != 0 || !data) {
+        nb_test_skip("test_onnx_cli_pretrained", "the CLI, the pretrained checkpoint or cifar10-mini.h5 absent");
+        return;
+    }
+    snprintf(path, sizeof path, "%s", nb_test_tmp_path("pretrained.onnx"));
+    snprintf(cmd, sizeof cmd, "'%s' export '%s' --format onnx --opset 17 -o '%s' --data '%s' 2>&1", nb_test_cli(), ckpt,
+             path, data);
+    ck_assert_msg(nb_test_sh(cmd, out, sizeof out) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "wrote ") && strstr(out, "ONNX QDQ"), "%s", out);
+    if (have_onnx_python()) {
+        onnx_check(path, out, sizeof out);
+        ck_assert_msg(strstr(out, "opset 17\n") && strstr(out, "meta mean=0.4") && strstr(out, "meta std=0.2") &&
+                          strstr(out, "meta bits.layer2.0.conv1=w4 a4 (lsq, lsq)\n"),
+                      "%s", out);
+    }
+    if (!ort_dir()) {
+        nb_test_skip("test_onnx_cli_pretrained", "node or node_modules/onnxruntime-node absent");
+        return;
+    }
+    nb_config cfg;
+    nb_model *m;
+    ck_assert_msg(nb_config_from_checkpoint(ckpt, NULL, 0, &cfg) == NB_OK, "%s", nb_last_error());
+    ck_assert_msg(nb_model_from_config(&cfg, ckpt, 3, 32, &m) == NB_OK, "%s", nb_last_error());
+    float *test = cifar_images("test", NTEST);
+    nb_tape *t = nb_tape_new();
+    nb_tape_set_grad(t, 0);
+    nb_model_set_pass(m, NB_PASS_EVAL);
+    nb_tensor x;
+    nb_tensor_wrap(&x, test, 4, (int[]){NTEST, 3, 32, 32});
+    const nb_tensor *y = nb_model_forward(m, t, &x);
+    const agreement exact = vs_ort(path, "disabled", test, y->data), user = vs_ort(path, "all", test, y->data);
+    printf("pretrained LSQ W4A4: logits in [%.3g, %.3g]; ORT as written: max |diff| %.3g, %d/%d images moved, top-1 "
+           "%d/%d; ORT optimized: max |diff| %.3g, top-1 %d/%d\n",
+           (double)exact.lo, (double)exact.hi, (double)exact.maxd, exact.moved, NTEST, exact.agree, NTEST,
+           (double)user.maxd, user.agree, NTEST);
+    check_agreement("pretrained LSQ W4A4", "as written", &exact);
     nb_tape_free(t);
     nb_model_free(m);
     free(test);
@@ -616,6 +656,7 @@ int main(void) {
     TCase *tc = tcase_create("onnx");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_onnx_model, 0, NCASES);
+    tcase_add_test(tc, test_onnx_cli_pretrained);
     tcase_add_test(tc, test_onnx_input_exact);
     tcase_add_test(tc, test_onnx_errors);
     suite_add_tcase(s, tc);
