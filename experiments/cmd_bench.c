@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "nb_cli.h"
+#include "nb_export.h"
 #include "nibble.h"
 
 static void bench_usage(FILE *f) {
@@ -39,7 +40,10 @@ static void bench_usage(FILE *f) {
             "                   symmetric weights recomputed every step, per-tensor\n"
             "                   activations, first/last layer 8 bits) at N bits; 0 = FP32\n"
             "  --json           print one JSON object (keys train_img_s, eval_img_s,\n"
-            "                   peak_rss_mb, gflops, ...)\n");
+            "                   peak_rss_mb, gflops, ...)\n"
+            "\n"
+            "A quantized model's inference is also timed on the integer engine (nibble\n"
+            "eval --engine int, docs/export.md): key int_eval_img_s.\n");
 }
 
 static int parse_int(const char *flag, const char *s, int lo, int *out) {
@@ -231,7 +235,7 @@ int nb_cmd_bench(int argc, char **argv) {
     double train_img_s = rc ? 0.0 : batch / med;
     double rss_train = nb_peak_rss_mb();
 
-    double eval_img_s = 0.0;
+    double eval_img_s = 0.0, int_img_s = 0.0;
     if (!no_eval && !rc) {
         nb_tensor_free(x);
         x = nb_tensor_new(4, (int[]){eval_batch, mo.in_channels, size, size});
@@ -246,6 +250,23 @@ int nb_cmd_bench(int argc, char **argv) {
             if (s > 0) times[s - 1] = nb_now() - t0;
         }
         eval_img_s = eval_batch / median(times, n);
+        /* a quantized model also on the integer engine (docs/export.md) */
+        nb_xmodel *xm = NULL;
+        nb_int_engine *e = NULL;
+        float *logits = NULL;
+        if (quantized && nb_export_build(m, &xm) == NB_OK && nb_int_engine_new(xm, &e) == NB_OK &&
+            (logits = nb_malloc((size_t)eval_batch * (size_t)classes * sizeof(float)))) {
+            for (int s = 0; s < n + 1; s++) {
+                double t0 = nb_now();
+                if (nb_int_engine_forward(e, x->data, eval_batch, logits) != NB_OK) break;
+                if (s > 0) times[s - 1] = nb_now() - t0;
+                if (s == n) int_img_s = eval_batch / median(times, n);
+            }
+        }
+        if (quantized && int_img_s == 0.0) fprintf(stderr, "nibble bench: no integer engine: %s\n", nb_last_error());
+        nb_free(logits);
+        nb_int_engine_free(e);
+        nb_xmodel_free(xm);
     }
     double gflops = 6.0 * macs * batch * train_img_s / batch / 1e9;
     double rss = nb_peak_rss_mb();
@@ -254,10 +275,10 @@ int nb_cmd_bench(int argc, char **argv) {
                "\"macs_per_img_fwd\": %.0f, \"train_step_ms_med\": %.2f, \"train_img_s\": %.1f, "
                "\"eval_batch\": %d, \"eval_img_s\": %.1f, \"peak_rss_train_mb\": %.1f, "
                "\"peak_rss_mb\": %.1f, \"arena_mb\": %.1f, \"arena_capacity_mb\": %.1f, \"grad_pool_mb\": %.1f, \"gflops\": %.2f, "
-               "\"final_loss\": %.9g, \"sgemm\": \"%s\", \"quant\": %s}\n",
+               "\"final_loss\": %.9g, \"sgemm\": \"%s\", \"quant\": %s, \"int_eval_img_s\": %.1f}\n",
                arch, threads, batch, steps, nb_model_param_count(m), macs, med * 1e3, train_img_s,
                eval_batch, eval_img_s, rss_train, rss, arena_mb, arena_cap_mb, pool_mb, gflops, (double)loss, nb_sgemm_isa(),
-               quantized ? "true" : "false");
+               quantized ? "true" : "false", int_img_s);
     } else {
         printf("model %s (%zu parameters, %.2f M MACs/image), batch %d, %d threads, sgemm %s%s\n", arch,
                nb_model_param_count(m), macs / 1e6, batch, threads, nb_sgemm_isa(),
@@ -265,6 +286,7 @@ int nb_cmd_bench(int argc, char **argv) {
         printf("train: %.1f img/s (median step %.1f ms over %d steps), %.1f GFLOP/s\n", train_img_s,
                med * 1e3, steps, gflops);
         if (!no_eval) printf("eval:  %.1f img/s (batch %d)\n", eval_img_s, eval_batch);
+        if (int_img_s > 0.0) printf("eval on the integer engine: %.1f img/s (batch %d)\n", int_img_s, eval_batch);
         printf("memory: peak RSS %.1f MiB (training step %.1f MiB; arena %.1f MiB used of %.1f MiB held, gradient "
                "pool %.1f MiB)\n",
                rss, rss_train, arena_mb, arena_cap_mb, pool_mb);
