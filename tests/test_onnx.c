@@ -13,7 +13,8 @@
  *
  *   - every kind of layer alone (input -> the layer) in ORT against the
  *     IR's definition in double, mul·Σ ŵ·x̂ + bias, within 2^-16 of the sum
- *     of |terms| (the float summation; x̂ is the same bits on both sides);
+ *     of |terms| (the float summation; x̂ is the same bits on both sides),
+ *     with some multipliers negated (a negative batchnorm γ);
  *   - the whole graph in ORT without graph optimizations ("as written")
  *     against nibble's own fake-quant evaluation forward on 200 CIFAR-10
  *     test images (the cifar10-mini fixture): not the same bits, since ONNX
@@ -198,7 +199,11 @@ static nb_model *case_model(const ocase *c) {
  * to that sum. */
 static double layer_vs_ort(const nb_xlayer *l0, int opset) {
     enum { N = 2 };
-    nb_xlayer l = *l0; /* shares l0's arrays */
+    nb_xlayer l = *l0; /* shares l0's arrays but mul: every third channel's negated, as a negative
+                          batchnorm γ would (negative DequantizeLinear scales) */
+    float *mul = malloc(sizeof(float) * (size_t)l.oc);
+    for (int c = 0; c < l.oc; c++) mul[c] = c % 3 == 1 ? -l0->mul[c] : l0->mul[c];
+    l.mul = mul;
     const int H = l.is_conv ? 6 : 1, W = H;
     const int OH = l.is_conv ? (H + 2 * l.pad - l.kh) / l.stride + 1 : 1, OW = OH;
     nb_xnode conv[2] = {{NB_G_INPUT, -1, -1, -1, 0, 0, 0, 0}, {NB_G_CONV, 0, -1, 0, 0, 0, 0, 0}};
@@ -267,6 +272,7 @@ static double layer_vs_ort(const nb_xlayer *l0, int opset) {
     free(xq);
     free(w);
     free(got);
+    free(mul);
     return worst;
 }
 
