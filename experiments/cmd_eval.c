@@ -65,7 +65,7 @@ static void print_result(const nb_eval_result *r, int json, const char *ckpt, co
 
 typedef struct {
     const char *path;
-    int packed;
+    int packed, engine_int;
     const char *compare, *data, *split, *dump;
     int batch, threads, json;
 } eval_args;
@@ -80,20 +80,44 @@ static nb_status packed_config(const char *path, const nb_xmodel *x, const char 
     return NB_OK;
 }
 
-/* --engine int: the integer engine on a packed export or on a checkpoint
- * exported in memory, with the fake-quant model beside it when there is
- * one. */
-static int eval_int(const eval_args *a) {
+/* The integer engine's result line(s) or JSON object, with the fake-quant
+ * model's beside it when one ran (ref_path). */
+static void print_int(const eval_args *a, const char *data, const nb_eval_result *r, const char *ref_path,
+                      const nb_eval_result *rr, const nb_eval_compare *k) {
+    if (a->json) {
+        char loss[32];
+        if (isfinite(r->loss)) snprintf(loss, sizeof loss, "%.6f", r->loss);
+        else snprintf(loss, sizeof loss, "null");
+        printf("{\"engine\": \"int\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %s, \"n\": %ld, \"nonfinite\": %ld",
+               r->top1, r->top5, loss, r->n, r->nonfinite);
+        if (ref_path)
+            printf(", \"fake_top1\": %.6f, \"max_logit_diff\": %.6g, \"top1_agree\": %ld", rr->top1, k->max_abs_diff,
+                   k->top1_agree);
+        printf("}\n");
+        return;
+    }
+    print_result(r, 0, a->path, data, a->split);
+    printf("  engine: int (integer codes, int32 accumulation)\n");
+    if (ref_path)
+        printf("  fake-quant %s: top-1 %.2f%% top-5 %.2f%%; logits: largest |difference| %.3g, same top-1 on %ld "
+               "of %ld images\n",
+               ref_path, 100.0 * rr->top1, 100.0 * rr->top5, k->max_abs_diff, k->top1_agree, k->n);
+}
+
+/* A checkpoint on the fake-quant forward (or, with engine_int, on the
+ * integer engine exported in memory, beside the fake-quant forward), or a
+ * packed export on the integer engine (beside --compare's checkpoint). */
+static int run_eval(const eval_args *a) {
     nb_config cfg;
     nb_xmodel *x = NULL;
-    nb_model *ref = NULL;
+    nb_model *m = NULL;
     nb_int_engine *e = NULL;
     nb_dataset *ds = NULL;
     nb_loader *l = NULL;
     nb_tape *tape = NULL;
     nb_eval_result r = {0}, rr = {0};
     nb_eval_compare k = {0};
-    const char *ref_path = a->packed ? a->compare : a->path;
+    const char *model_path = a->packed ? a->compare : a->path; /* the checkpoint run in float, if any */
     nb_status st = a->packed ? nb_export_read_packed(a->path, &x) : nb_config_from_checkpoint(a->path, NULL, 0, &cfg);
     if (st == NB_OK && a->packed) st = packed_config(a->path, x, a->data, &cfg);
     if (st != NB_OK) goto done;
@@ -104,59 +128,58 @@ static int eval_int(const eval_args *a) {
     nb_set_threads(a->threads > 0 ? a->threads : cfg.threads > 0 ? cfg.threads : 2);
     if ((st = nb_run_open_split(&cfg, a->split, &ds)) != NB_OK) goto done;
     if ((st = nb_run_loader(&cfg, ds, 0, a->batch, &l)) != NB_OK) goto done;
-    if (ref_path) {
-        nb_config rc;
-        if ((st = nb_config_from_checkpoint(ref_path, NULL, 0, &rc)) != NB_OK) goto done;
-        if ((st = nb_model_from_config(&rc, ref_path, nb_dataset_channels(ds), nb_loader_out_h(l), &ref)) != NB_OK)
-            goto done;
+    if (model_path) {
+        /* Only the checkpoint config's model settings and seed shape the model, not --data. */
+        nb_config mc;
+        if (a->packed && (st = nb_config_from_checkpoint(model_path, NULL, 0, &mc)) != NB_OK) goto done;
+        st = nb_model_from_config(a->packed ? &mc : &cfg, model_path, nb_dataset_channels(ds), nb_loader_out_h(l), &m);
+        if (st != NB_OK) goto done;
     }
-    if (!a->packed && (st = nb_export_build(ref, &x)) != NB_OK) goto done;
-    if (nb_dataset_channels(ds) != x->in_c || nb_loader_out_h(l) != x->in_h ||
-        (ref && ref->opts.num_classes != x->opts.num_classes) || x->opts.num_classes < nb_dataset_classes(ds)) {
-        st = nb_set_error(NB_STATUS_BAD_INPUT,
-                          "%s: the model takes %dx%dx%d images of %d classes, %s gives %dx%dx%d of %d classes%s",
-                          a->path, x->in_c, x->in_h, x->in_w, x->opts.num_classes, cfg.data.path,
-                          nb_dataset_channels(ds), nb_loader_out_h(l), nb_loader_out_w(l), nb_dataset_classes(ds),
-                          ref ? " (or --compare has other classes)" : "");
+    if (a->engine_int && !a->packed && (st = nb_export_build(m, &x)) != NB_OK) goto done;
+    /* Another data file must have exactly the model's classes (with fewer,
+     * top-5 of a model with up to 5 more classes means nothing). */
+    const int classes = m ? m->opts.num_classes : x->opts.num_classes;
+    if (a->data ? classes != nb_dataset_classes(ds) : classes < nb_dataset_classes(ds)) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s has %d classes, the model in %s has %d", cfg.data.path,
+                          nb_dataset_classes(ds), m ? model_path : a->path, classes);
         goto done;
     }
-    if ((st = nb_int_engine_new(x, &e)) != NB_OK) goto done;
+    if (x && (nb_dataset_channels(ds) != x->in_c || nb_loader_out_h(l) != x->in_h || classes != x->opts.num_classes)) {
+        st = nb_set_error(NB_STATUS_BAD_INPUT,
+                          "%s: the model takes %dx%dx%d images and gives %d classes; %s has %dx%dx%d images%s%s",
+                          a->path, x->in_c, x->in_h, x->in_w, x->opts.num_classes, cfg.data.path,
+                          nb_dataset_channels(ds), nb_loader_out_h(l), nb_loader_out_w(l),
+                          m ? ", and the model in " : "", m ? model_path : "");
+        goto done;
+    }
+    if (x && (st = nb_int_engine_new(x, &e)) != NB_OK) goto done;
     if (!(tape = nb_tape_new())) {
         st = NB_STATUS_OOM;
         goto done;
     }
     if ((st = nb_loader_start_epoch(l, 0)) == NB_OK)
-        st = nb_evaluate_int(e, x->opts.num_classes, ref, l, tape, a->dump, &r, &rr, &k);
+        st = e ? nb_evaluate_int(e, classes, m, l, tape, a->dump, &r, &rr, &k) : nb_evaluate(m, l, tape, &r);
 done:
     nb_tape_free(tape);
     nb_int_engine_free(e);
     nb_xmodel_free(x);
-    nb_model_free(ref);
+    nb_model_free(m);
     nb_loader_free(l);
     nb_dataset_free(ds);
     if (st != NB_OK) {
         fprintf(stderr, "nibble eval: %s\n", nb_last_error());
         return nb_cli_exit_code(st);
     }
-    if (a->json) {
-        char loss[32];
-        if (isfinite(r.loss)) snprintf(loss, sizeof loss, "%.6f", r.loss);
-        else snprintf(loss, sizeof loss, "null");
-        printf("{\"engine\": \"int\", \"top1\": %.6f, \"top5\": %.6f, \"loss\": %s, \"n\": %ld, \"nonfinite\": %ld",
-               r.top1, r.top5, loss, r.n, r.nonfinite);
-        if (ref_path)
-            printf(", \"fake_top1\": %.6f, \"max_logit_diff\": %.6g, \"top1_agree\": %ld", rr.top1, k.max_abs_diff,
-                   k.top1_agree);
-        printf("}\n");
-    } else {
-        print_result(&r, 0, a->path, cfg.data.path, a->split);
-        printf("  engine: int (integer codes, int32 accumulation)\n");
-        if (ref_path)
-            printf("  fake-quant %s: top-1 %.2f%% top-5 %.2f%%; logits: largest |difference| %.3g, same top-1 on %ld "
-                   "of %ld images\n",
-                   ref_path, 100.0 * rr.top1, 100.0 * rr.top5, k.max_abs_diff, k.top1_agree, k.n);
+    if (a->engine_int) print_int(a, cfg.data.path, &r, model_path, &rr, &k);
+    else print_result(&r, a->json, a->path, cfg.data.path, a->split);
+    if (r.nonfinite) {
+        fprintf(stderr,
+                "nibble eval: %ld of %ld images gave NaN or Inf logits (counted as wrong): the "
+                "weights in %s are not finite (HINT: a diverged run; evaluate an earlier checkpoint)\n",
+                r.nonfinite, r.n, a->path);
+        return 1;
     }
-    return r.nonfinite ? 1 : 0;
+    return 0;
 }
 
 int nb_cmd_eval(int argc, char **argv) {
@@ -211,12 +234,12 @@ int nb_cmd_eval(int argc, char **argv) {
         return 2;
     }
     const char *ckpt = argv[optind];
-    const int packed = nb_export_is_packed(ckpt);
+    const int packed = nb_export_is_packed(ckpt), engine_int = packed || (engine && !strcmp(engine, "int"));
     if (packed && engine && !strcmp(engine, "fake")) {
         fprintf(stderr, "nibble eval: %s is a packed export: it runs on --engine int only\n", ckpt);
         return 2;
     }
-    if (dump && !(packed || (engine && !strcmp(engine, "int")))) {
+    if (dump && !engine_int) {
         fprintf(stderr, "nibble eval: --dump goes with the integer engine (--engine int or a packed export)\n");
         return 2;
     }
@@ -225,57 +248,6 @@ int nb_cmd_eval(int argc, char **argv) {
                         "--engine int\n");
         return 2;
     }
-    if (packed || (engine && !strcmp(engine, "int"))) {
-        const eval_args a = {ckpt, packed, compare, data, split, dump, (int)batch, (int)threads, json};
-        return eval_int(&a);
-    }
-    nb_config cfg;
-    nb_status st = nb_config_from_checkpoint(ckpt, NULL, 0, &cfg);
-    nb_dataset *ds = NULL;
-    nb_loader *l = NULL;
-    nb_model *m = NULL;
-    nb_tape *tape = NULL;
-    nb_eval_result r = {0};
-    if (st != NB_OK) goto done;
-    if (data) {
-        snprintf(cfg.data.path, sizeof cfg.data.path, "%s", data);
-        cfg.data.train_count = cfg.data.test_count = 0;
-    }
-    nb_set_threads(threads > 0 ? (int)threads : cfg.threads > 0 ? cfg.threads : 2);
-    if ((st = nb_run_open_split(&cfg, split, &ds)) != NB_OK) goto done;
-    if ((st = nb_run_loader(&cfg, ds, 0, (int)batch, &l)) != NB_OK) goto done;
-    /* Only cfg's model settings and seed shape the model, not the --data change above. */
-    st = nb_model_from_config(&cfg, ckpt, nb_dataset_channels(ds), nb_loader_out_h(l), &m);
-    if (st != NB_OK) goto done;
-    /* Another data file must have exactly the model's classes (with fewer,
-     * top-5 of a model with up to 5 more classes means nothing). */
-    if (data ? m->opts.num_classes != nb_dataset_classes(ds)
-             : m->opts.num_classes < nb_dataset_classes(ds)) {
-        st = nb_set_error(NB_STATUS_BAD_INPUT, "%s has %d classes, the model in %s has %d",
-                          cfg.data.path, nb_dataset_classes(ds), ckpt, m->opts.num_classes);
-        goto done;
-    }
-    if (!(tape = nb_tape_new())) {
-        st = NB_STATUS_OOM;
-        goto done;
-    }
-    if ((st = nb_loader_start_epoch(l, 0)) == NB_OK) st = nb_evaluate(m, l, tape, &r);
-done:
-    nb_tape_free(tape);
-    nb_model_free(m);
-    nb_loader_free(l);
-    nb_dataset_free(ds);
-    if (st != NB_OK) {
-        fprintf(stderr, "nibble eval: %s\n", nb_last_error());
-        return nb_cli_exit_code(st);
-    }
-    print_result(&r, json, ckpt, cfg.data.path, split);
-    if (r.nonfinite) {
-        fprintf(stderr,
-                "nibble eval: %ld of %ld images gave NaN or Inf logits (counted as wrong): the "
-                "weights in %s are not finite (HINT: a diverged run; evaluate an earlier checkpoint)\n",
-                r.nonfinite, r.n, ckpt);
-        return 1;
-    }
-    return 0;
+    const eval_args a = {ckpt, packed, engine_int, compare, data, split, dump, (int)batch, (int)threads, json};
+    return run_eval(&a);
 }

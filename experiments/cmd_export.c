@@ -42,9 +42,9 @@ static void default_out(const char *ckpt, const char *ext, char *out, size_t n) 
     snprintf(out, n, "%.*s%s", (int)stem, ckpt, ext);
 }
 
-/* Input channels and size the checkpoint's model was built for. */
-static nb_status model_shape(const nb_config *cfg, const char *ckpt, const char *data, nb_xmodel *x_norm, int *C,
-                             int *size) {
+/* Input channels and size the checkpoint's model was built for, and the
+ * dataset's normalisation into x_norm (unknown without the dataset). */
+static nb_status model_shape(const nb_config *cfg, const char *data, nb_xmodel *x_norm, int *C, int *size) {
     nb_config c = *cfg;
     if (data) {
         snprintf(c.data.path, sizeof c.data.path, "%s", data);
@@ -62,9 +62,7 @@ static nb_status model_shape(const nb_config *cfg, const char *ckpt, const char 
             x_norm->mean[i] = nb_dataset_mean(ds)[i];
             x_norm->std[i] = nb_dataset_std(ds)[i];
         }
-    } else if (data) {
-        /* an explicit --data must work */
-    } else {
+    } else if (!data) { /* the config's dataset is optional, an explicit --data is not */
         fprintf(stderr, "nibble export: note: %s (the normalisation stays unknown; use --data)\n", nb_last_error());
         st = NB_OK;
         *C = 3;
@@ -72,7 +70,6 @@ static nb_status model_shape(const nb_config *cfg, const char *ckpt, const char 
     }
     nb_loader_free(l);
     nb_dataset_free(ds);
-    (void)ckpt;
     return st;
 }
 
@@ -121,19 +118,22 @@ int nb_cmd_export(int argc, char **argv) {
     nb_config cfg;
     nb_model *m = NULL;
     nb_xmodel *x = NULL, norm = {0};
+    char *json = NULL;
     int C = 3, size = 32;
-    nb_status st = nb_config_from_checkpoint(ckpt, NULL, 0, &cfg);
-    if (st == NB_OK) st = model_shape(&cfg, ckpt, data, &norm, &C, &size);
+    nb_status st = nb_checkpoint_read_config(ckpt, &json, NULL, 0);
+    if (st == NB_OK) st = nb_config_parse(json, ckpt, NULL, 0, &cfg);
+    if (st == NB_OK) st = model_shape(&cfg, data, &norm, &C, &size);
     if (st == NB_OK) st = nb_model_from_config(&cfg, ckpt, C, size, &m);
     if (st == NB_OK) st = nb_export_build(m, &x);
     if (st == NB_OK) {
         x->n_norm = norm.n_norm;
         memcpy(x->mean, norm.mean, sizeof x->mean);
         memcpy(x->std, norm.std, sizeof x->std);
-        nb_ckpt_meta meta = {0};
-        if (nb_checkpoint_load_state(ckpt, NULL, &meta) == NB_OK) x->config_json = (char *)meta.config_json;
+        x->config_json = json; /* the file records the training config */
+        json = NULL;
         st = onnx ? nb_export_onnx(x, out, (int)opset) : nb_export_write_packed(x, out);
     }
+    nb_free(json);
     if (st == NB_OK) {
         struct stat sb;
         const long bytes = stat(out, &sb) == 0 ? (long)sb.st_size : -1;

@@ -63,11 +63,9 @@ static int inspect_packed(const char *path, int show_config) {
     }
     struct stat sb;
     const long bytes = stat(path, &sb) == 0 ? (long)sb.st_size : -1;
-    double fp32 = 0.0;
-    for (int i = 0; i < x->n_layers; i++) fp32 += 4.0 * ((double)x->layers[i].numel + x->layers[i].oc);
     printf("%s: packed %s export (%s, %d classes, input %dx%dx%d)\n\n", path, x->arch, NB_PACKED_FORMAT,
            x->opts.num_classes, x->in_c, x->in_h, x->in_w);
-    nb_export_summary(x, stdout);
+    const double fp32 = nb_export_summary(x, stdout);
     printf("file: %ld bytes, %.2fx smaller than the FP32 weights and folded biases (%.0f bytes)\n", bytes,
            fp32 / (double)(bytes > 0 ? bytes : 1), fp32);
     if (x->n_norm) {

@@ -38,69 +38,23 @@ void nb_topk_correct(const nb_tensor *logits, const int32_t *labels, long *top1,
     *top5 += c5;
 }
 
-/* One batch's forward and loss, as a protected call of the tape. */
+/* Sums over an epoch of one model's logits. */
 typedef struct {
-    nb_model *m;
-    nb_tape *tape;
-    nb_tensor *x;
-    const int32_t *labels;
-    long *c1, *c5, *bad;
-    double *loss_sum;
-} batch_args;
+    long c1, c5, bad, n;
+    double loss; /* Σ per-batch mean loss × batch size */
+} tally;
 
-static nb_status batch_fn(void *user) {
-    batch_args *a = user;
-    nb_tensor *logits = nb_model_forward(a->m, a->tape, a->x);
-    nb_tensor *loss = nb_cross_entropy(a->tape, logits, a->labels, 0.0f);
-    *a->loss_sum += (double)loss->data[0] * a->x->shape[0];
-    nb_topk_correct(logits, a->labels, a->c1, a->c5);
-    *a->bad += nb_nonfinite_rows(logits);
-    return NB_OK;
+static void tally_add(tally *t, nb_tape *tape, nb_tensor *logits, const int32_t *labels) {
+    const nb_tensor *loss = nb_cross_entropy(tape, logits, labels, 0.0f);
+    t->loss += (double)loss->data[0] * logits->shape[0];
+    nb_topk_correct(logits, labels, &t->c1, &t->c5);
+    t->bad += nb_nonfinite_rows(logits);
+    t->n += logits->shape[0];
 }
 
-nb_status nb_evaluate(nb_model *m, nb_loader *l, nb_tape *tape, nb_eval_result *out) {
-    const nb_pass was = m->pass;
-    const int had_grad = nb_tape_set_grad(tape, 0);
-    nb_model_train(m, 0);
-    long n_total = 0, c1 = 0, c5 = 0, bad = 0;
-    double loss_sum = 0.0;
-    nb_status st = NB_OK;
-    const int C = m->opts.in_channels, H = nb_loader_out_h(l), W = nb_loader_out_w(l);
-    for (;;) {
-        const float *images;
-        const int32_t *labels;
-        int n;
-        st = nb_loader_next(l, &images, &labels, &n);
-        if (st != NB_OK || n == 0) break;
-        nb_tensor x;
-        nb_tensor_wrap(&x, (float *)images, 4, (int[]){n, C, H, W});
-        batch_args a = {m, tape, &x, labels, &c1, &c5, &bad, &loss_sum};
-        if ((st = nb_tape_protect(tape, batch_fn, &a)) != NB_OK) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", nb_last_error());
-            st = nb_set_error(st, "evaluation of a batch of %d images: %s. HINT: a smaller batch or "
-                              "fewer threads (now %d), or free memory", n, msg, nb_get_threads());
-            break;
-        }
-        n_total += n;
-        nb_tape_reset(tape);
-    }
-    nb_model_set_pass(m, was);
-    nb_tape_set_grad(tape, had_grad);
-    out->n = n_total;
-    out->nonfinite = bad;
-    out->top1 = n_total ? (double)c1 / (double)n_total : 0.0;
-    out->top5 = n_total ? (double)c5 / (double)n_total : 0.0;
-    out->loss = n_total ? loss_sum / (double)n_total : 0.0;
-    return st;
-}
-
-/* Cross-entropy of one row (log-sum-exp in double). */
-static double row_ce(const float *z, int K, int label) {
-    double mx = (double)z[0], sum = 0.0;
-    for (int k = 1; k < K; k++) mx = (double)z[k] > mx ? (double)z[k] : mx;
-    for (int k = 0; k < K; k++) sum += exp((double)z[k] - mx);
-    return log(sum) + mx - (double)z[label];
+static nb_eval_result tally_result(const tally *t) {
+    const double n = t->n ? (double)t->n : 1.0;
+    return (nb_eval_result){(double)t->c1 / n, (double)t->c5 / n, t->loss / n, t->n, t->bad};
 }
 
 static int row_argmax(const float *z, int K) {
@@ -108,12 +62,6 @@ static int row_argmax(const float *z, int K) {
     for (int k = 1; k < K; k++)
         if (z[k] > z[b]) b = k;
     return b;
-}
-
-static void finish(nb_eval_result *r, double c1, double c5, double loss) {
-    r->top1 = r->n ? c1 / (double)r->n : 0.0;
-    r->top5 = r->n ? c5 / (double)r->n : 0.0;
-    r->loss = r->n ? loss / (double)r->n : 0.0;
 }
 
 /* The dump files of nb_evaluate_int, opened (all NULL without a dump). */
@@ -148,84 +96,100 @@ static nb_status dump_close(dump_files *d, nb_status st) {
     return st;
 }
 
+/* One pass of an epoch: the model m and/or the integer engine e on every
+ * batch, tallied apart, compared when both run. */
+typedef struct {
+    nb_model *m;             /* may be NULL */
+    struct nb_int_engine *e; /* may be NULL */
+    int classes;
+    nb_tape *tape;
+    dump_files dump;
+    float *buf;              /* the engine's logits */
+    int cap;
+    /* this batch */
+    nb_tensor *x;
+    const int32_t *labels;
+    /* the epoch */
+    tally tm, te;
+    nb_eval_compare cmp;
+} pass;
+
+static nb_status batch_fn(void *user) {
+    pass *p = user;
+    const int n = p->x->shape[0], K = p->classes;
+    nb_status st;
+    nb_tensor *ym = NULL, ye;
+    if ((st = dump_write(&p->dump, 0, p->x->data, sizeof(float), p->x->numel)) != NB_OK ||
+        (st = dump_write(&p->dump, 1, p->labels, sizeof(int32_t), (size_t)n)) != NB_OK)
+        return st;
+    if (p->m) {
+        ym = nb_model_forward(p->m, p->tape, p->x);
+        tally_add(&p->tm, p->tape, ym, p->labels);
+        if ((st = dump_write(&p->dump, 3, ym->data, sizeof(float), ym->numel)) != NB_OK) return st;
+    }
+    if (!p->e) return NB_OK;
+    if (n > p->cap) {
+        float *b = nb_realloc(p->buf, (size_t)n * (size_t)K * sizeof(float));
+        if (!b) return nb_set_error(NB_STATUS_OOM, "integer evaluation: out of memory for %d logits", n * K);
+        p->buf = b;
+        p->cap = n;
+    }
+    if ((st = nb_int_engine_forward(p->e, p->x->data, n, p->buf)) != NB_OK ||
+        (st = dump_write(&p->dump, 2, p->buf, sizeof(float), (size_t)n * (size_t)K)) != NB_OK)
+        return st;
+    nb_tensor_wrap(&ye, p->buf, 2, (int[]){n, K});
+    tally_add(&p->te, p->tape, &ye, p->labels);
+    for (int i = 0; ym && i < n; i++) {
+        const float *a = p->buf + (size_t)i * K, *b = ym->data + (size_t)i * K;
+        p->cmp.top1_agree += row_argmax(a, K) == row_argmax(b, K);
+        for (int j = 0; j < K; j++) p->cmp.max_abs_diff = fmax(p->cmp.max_abs_diff, fabs((double)a[j] - (double)b[j]));
+    }
+    if (ym) p->cmp.n += n;
+    return NB_OK;
+}
+
+static nb_status run_pass(pass *p, nb_loader *l, const char *dump_dir) {
+    const nb_pass was = p->m ? p->m->pass : NB_PASS_EVAL;
+    const int had_grad = nb_tape_set_grad(p->tape, 0);
+    if (p->m) nb_model_train(p->m, 0);
+    const int C = nb_loader_out_c(l), H = nb_loader_out_h(l), W = nb_loader_out_w(l);
+    nb_status st = dump_open(&p->dump, dump_dir, p->m != NULL);
+    while (st == NB_OK) {
+        const float *images;
+        int n;
+        st = nb_loader_next(l, &images, &p->labels, &n);
+        if (st != NB_OK || n == 0) break;
+        nb_tensor x;
+        nb_tensor_wrap(&x, (float *)images, 4, (int[]){n, C, H, W});
+        p->x = &x;
+        if ((st = nb_tape_protect(p->tape, batch_fn, p)) != NB_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", nb_last_error());
+            st = nb_set_error(st, "evaluation of a batch of %d images: %s. HINT: a smaller batch or "
+                              "fewer threads (now %d), or free memory", n, msg, nb_get_threads());
+        }
+        nb_tape_reset(p->tape);
+    }
+    st = dump_close(&p->dump, st);
+    nb_free(p->buf);
+    if (p->m) nb_model_set_pass(p->m, was);
+    nb_tape_set_grad(p->tape, had_grad);
+    return st;
+}
+
+nb_status nb_evaluate(nb_model *m, nb_loader *l, nb_tape *tape, nb_eval_result *out) {
+    pass p = {.m = m, .classes = m->opts.num_classes, .tape = tape};
+    const nb_status st = run_pass(&p, l, NULL);
+    *out = tally_result(&p.tm);
+    return st;
+}
+
 nb_status nb_evaluate_int(struct nb_int_engine *e, int classes, nb_model *ref, nb_loader *l, nb_tape *tape,
                           const char *dump_dir, nb_eval_result *out, nb_eval_result *ref_out, nb_eval_compare *cmp) {
-    long c[4] = {0, 0, 0, 0};
-    double loss[2] = {0.0, 0.0};
-    nb_eval_result r[2];
-    memset(r, 0, sizeof r);
-    nb_eval_compare k = {0};
-    const int H = nb_loader_out_h(l), W = nb_loader_out_w(l);
-    float *buf = NULL;
-    int cap = 0;
-    dump_files d;
-    nb_status st = dump_open(&d, dump_dir, ref != NULL);
-    if (ref) {
-        nb_tape_set_grad(tape, 0);
-        nb_model_train(ref, 0);
-    }
-    const int CC = nb_loader_out_c(l);
-    for (; st == NB_OK;) {
-        const float *images;
-        const int32_t *labels;
-        int n;
-        st = nb_loader_next(l, &images, &labels, &n);
-        if (st != NB_OK || n == 0) break;
-        const size_t npix = (size_t)n * (size_t)CC * (size_t)H * (size_t)W;
-        if ((st = dump_write(&d, 0, images, sizeof(float), npix)) != NB_OK ||
-            (st = dump_write(&d, 1, labels, sizeof(int32_t), (size_t)n)) != NB_OK)
-            break;
-        if (n > cap) {
-            float *nb = nb_realloc(buf, (size_t)n * (size_t)classes * sizeof(float));
-            if (!nb) {
-                st = nb_set_error(NB_STATUS_OOM, "integer evaluation: out of memory for %d logits", n * classes);
-                break;
-            }
-            buf = nb;
-            cap = n;
-        }
-        if ((st = nb_int_engine_forward(e, images, n, buf)) != NB_OK ||
-            (st = dump_write(&d, 2, buf, sizeof(float), (size_t)n * (size_t)classes)) != NB_OK)
-            break;
-        nb_tensor z;
-        nb_tensor_wrap(&z, buf, 2, (int[]){n, classes});
-        long t1 = 0, t5 = 0;
-        nb_topk_correct(&z, labels, &t1, &t5);
-        c[0] += t1;
-        c[1] += t5;
-        r[0].nonfinite += nb_nonfinite_rows(&z);
-        for (int i = 0; i < n; i++) loss[0] += row_ce(buf + (size_t)i * classes, classes, labels[i]);
-        r[0].n += n;
-        if (ref) {
-            nb_tensor x;
-            nb_tensor_wrap(&x, (float *)images, 4, (int[]){n, CC, H, W});
-            const nb_tensor *y = nb_model_forward(ref, tape, &x);
-            t1 = t5 = 0;
-            nb_topk_correct(y, labels, &t1, &t5);
-            c[2] += t1;
-            c[3] += t5;
-            r[1].nonfinite += nb_nonfinite_rows(y);
-            for (int i = 0; i < n; i++) {
-                const float *a = buf + (size_t)i * classes, *b = y->data + (size_t)i * classes;
-                loss[1] += row_ce(b, classes, labels[i]);
-                k.top1_agree += row_argmax(a, classes) == row_argmax(b, classes);
-                for (int j = 0; j < classes; j++) {
-                    const double diff = fabs((double)a[j] - (double)b[j]);
-                    k.max_abs_diff = diff > k.max_abs_diff ? diff : k.max_abs_diff;
-                }
-            }
-            r[1].n += n;
-            k.n += n;
-            st = dump_write(&d, 3, y->data, sizeof(float), (size_t)n * (size_t)classes);
-            nb_tape_reset(tape);
-        }
-    }
-    nb_free(buf);
-    st = dump_close(&d, st);
-    finish(&r[0], (double)c[0], (double)c[1], loss[0]);
-    finish(&r[1], (double)c[2], (double)c[3], loss[1]);
-    *out = r[0];
-    if (ref_out) *ref_out = r[1];
-    if (cmp) *cmp = k;
+    pass p = {.m = ref, .e = e, .classes = classes, .tape = tape};
+    const nb_status st = run_pass(&p, l, dump_dir);
+    *out = tally_result(&p.te);
+    if (ref_out) *ref_out = tally_result(&p.tm);
+    if (cmp) *cmp = p.cmp;
     return st;
 }

@@ -33,8 +33,7 @@ void nb_xmodel_free(nb_xmodel *x) {
     nb_free(x);
 }
 
-/* Bits that hold n distinct codes (n >= 2: 1). */
-static int bits_for(long n) {
+int nb_xbits(long n) {
     int b = 1;
     while ((1L << b) < n) b++;
     return b;
@@ -45,10 +44,9 @@ size_t nb_xlayer_code_bytes(const nb_xlayer *l) {
     return (l->numel * (size_t)l->wbits + 7) / 8;
 }
 
-/* Scale index of element e of a uniform layer (nb_fq_layout's). */
-static size_t scale_index(const nb_fq_layout *L, size_t e) {
-    const size_t ng = (L->K + L->G - 1) / L->G, r = e / L->K;
-    return r * ng + (e % L->K) / L->G;
+size_t nb_xlayer_scale_index(const nb_xlayer *l, size_t e) {
+    const size_t ng = (l->L.K + l->L.G - 1) / l->L.G;
+    return (e / l->L.K) * ng + (e % l->L.K) / l->L.G;
 }
 
 void nb_xlayer_weights(const nb_xlayer *l, float *w) {
@@ -56,7 +54,7 @@ void nb_xlayer_weights(const nb_xlayer *l, float *w) {
     case NB_XW_FLOAT: memcpy(w, l->wfloat, l->numel * sizeof(float)); break;
     case NB_XW_UNIFORM:
         for (size_t e = 0; e < l->numel; e++) {
-            const size_t j = scale_index(&l->L, e);
+            const size_t j = nb_xlayer_scale_index(l, e);
             const float z = (float)l->zero_point[j];
             w[e] = l->scale[j] * ((float)l->codes[e] - z); /* fq_segment's s·(q - z) */
         }
@@ -113,7 +111,7 @@ static void *take(size_t n, size_t size, nb_status *st) {
  * back bit for bit. */
 static nb_status uniform_codes(nb_xlayer *l, const nb_quantizer *q, const float *y) {
     for (size_t e = 0; e < l->numel; e++) {
-        const size_t j = scale_index(&l->L, e);
+        const size_t j = nb_xlayer_scale_index(l, e);
         const float s = l->scale[j], z = (float)l->zero_point[j];
         const float c = nb_fq_round(y[e] / s) + z;
         if (!(c >= (float)l->qmin && c <= (float)l->qmax && s * (c - z) == y[e]))
@@ -168,7 +166,7 @@ static nb_status weights_ir(nb_xlayer *l, const nb_quantizer *q, const float *w)
         l->cb_rows = q->L.rows;
         l->ncodes = q->ncodes;
         l->alpha = q->step ? q->step->data[0] : 1.0f;
-        l->wbits = bits_for(q->ncodes);
+        l->wbits = nb_xbits(q->ncodes);
         l->gran = q->L.rows > 1 ? NB_QG_CHANNEL : NB_QG_TENSOR;
         l->L = q->L;
         if (!(l->alpha > 0.0f))
@@ -217,7 +215,7 @@ static nb_status weights_ir(nb_xlayer *l, const nb_quantizer *q, const float *w)
             st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: scale %d is %g", q->name, j, (double)l->scale[j]);
             goto done;
         }
-    l->wbits = bits_for((long)l->qmax - l->qmin + 1);
+    l->wbits = nb_xbits((long)l->qmax - l->qmin + 1);
     st = uniform_codes(l, q, y);
 done:
     nb_free(y);
@@ -237,7 +235,7 @@ static nb_status input_ir(nb_xlayer *l, const nb_quantizer *q) {
     if (q->method == NB_QM_N2UQ) {
         l->akind = NB_XA_N2UQ;
         l->n_thr = q->qmax;
-        l->abits = bits_for((long)q->qmax + 1);
+        l->abits = nb_xbits((long)q->qmax + 1);
         l->ascale = q->step->data[0];
         l->aqmin = 0;
         if (!(l->thr = nb_calloc((size_t)l->n_thr, sizeof(float))))
@@ -249,7 +247,7 @@ static nb_status input_ir(nb_xlayer *l, const nb_quantizer *q) {
         }
     } else {
         l->akind = NB_XA_UNIFORM;
-        l->abits = bits_for((long)q->qmax - q->qmin + 1);
+        l->abits = nb_xbits((long)q->qmax - q->qmin + 1);
         switch (q->method) {
         case NB_QM_LSQ: l->ascale = q->step->data[0]; break;
         case NB_QM_LSQ_PLUS:
@@ -268,27 +266,9 @@ static nb_status input_ir(nb_xlayer *l, const nb_quantizer *q) {
     return NB_OK;
 }
 
-/* mul = γ/√(σ²+ε), bias = β + (b - μ)·mul (in double, as nb_quant_fold_bn). */
-static void fold_ir(nb_xlayer *l, const nb_module *mod) {
-    const nb_tensor *b = mod->type == NB_MOD_CONV2D ? ((const nb_conv2d_module *)mod)->bias
-                                                    : ((const nb_linear_module *)mod)->bias;
-    const nb_bn_module *bn = (const nb_bn_module *)mod->bn;
-    for (int c = 0; c < l->oc; c++) {
-        const double bb = b ? (double)b->data[c] : 0.0;
-        if (!bn) {
-            l->mul[c] = 1.0f;
-            l->bias[c] = (float)bb;
-            continue;
-        }
-        const double k = (double)bn->weight->data[c] / sqrt((double)bn->running_var->data[c] + (double)bn->eps);
-        l->mul[c] = (float)k;
-        l->bias[c] = (float)((double)bn->bias->data[c] + (bb - (double)bn->running_mean->data[c]) * k);
-    }
-}
-
-static nb_status layer_ir(nb_xlayer *l, nb_module *mod, nb_quantizer *qs, int nq) {
+void nb_xlayer_geometry(nb_xlayer *l, const nb_module *mod) {
     snprintf(l->name, sizeof l->name, "%s", mod->name);
-    const nb_tensor *w = nb_module_weight(mod);
+    const nb_tensor *w = nb_module_weight((nb_module *)mod);
     l->is_conv = mod->type == NB_MOD_CONV2D;
     l->oc = w->shape[0];
     l->ic = w->shape[1];
@@ -300,12 +280,21 @@ static nb_status layer_ir(nb_xlayer *l, nb_module *mod, nb_quantizer *qs, int nq
         l->pad = c->p.pad;
     }
     l->numel = w->numel;
+}
+
+static nb_status layer_ir(nb_xlayer *l, nb_module *mod, nb_quantizer *qs, int nq) {
+    nb_xlayer_geometry(l, mod);
     nb_status st = NB_OK;
     l->mul = take((size_t)l->oc, sizeof(float), &st);
     l->bias = take((size_t)l->oc, sizeof(float), &st);
     if (st != NB_OK) return nb_set_error(st, "export of %s: out of memory", l->name);
-    fold_ir(l, mod);
-    if ((st = weights_ir(l, find_q(qs, nq, mod, 1), w->data)) != NB_OK) return st;
+    for (int c = 0; c < l->oc; c++) { /* the batchnorm folded as nb_quant_fold_bn folds it */
+        double k, b;
+        nb_quant_bn_coeffs(mod, c, &k, &b);
+        l->mul[c] = (float)k;
+        l->bias[c] = (float)b;
+    }
+    if ((st = weights_ir(l, find_q(qs, nq, mod, 1), nb_module_weight(mod)->data)) != NB_OK) return st;
     return input_ir(l, find_q(qs, nq, mod, 0));
 }
 
@@ -330,45 +319,51 @@ static nb_status probe(nb_model *m) {
     return st;
 }
 
-nb_status nb_export_build(nb_model *m, nb_xmodel **out) {
-    *out = NULL;
-    if (m->quant && !nb_quant_ready(m))
-        return nb_set_error(NB_STATUS_BAD_INPUT, "the model's quantizers are not calibrated (run ptq or train first)");
-    nb_status st = probe(m);
-    if (st != NB_OK) return st;
-    int cap = 16;
-    for (int i = 0; i < m->n_modules; i++) cap += 4;
+nb_status nb_xmodel_graph(nb_xmodel *x, const nb_model *m, nb_gnode **mods) {
+    *mods = NULL;
+    const int cap = 16 + 4 * m->n_modules;
     nb_gnode *g = nb_calloc((size_t)cap, sizeof *g);
-    nb_xmodel *x = nb_calloc(1, sizeof *x);
-    if (!g || !x) {
-        nb_free(g);
-        nb_free(x);
-        return nb_set_error(NB_STATUS_OOM, "export: out of memory");
-    }
+    if (!g) return nb_set_error(NB_STATUS_OOM, "%s: out of memory", m->arch);
     const int n = nb_model_graph(m, g, cap);
     if (n < 0) {
         nb_free(g);
-        nb_free(x);
         return NB_STATUS_BAD_INPUT;
     }
     snprintf(x->arch, sizeof x->arch, "%s", m->arch);
     x->opts = m->opts;
     x->in_c = m->opts.in_channels;
     x->in_h = x->in_w = m->opts.input_size;
-    x->n_nodes = n;
     int nl = 0;
     for (int i = 0; i < n; i++) nl += g[i].op == NB_G_CONV || g[i].op == NB_G_LINEAR;
     x->nodes = nb_calloc((size_t)n, sizeof *x->nodes);
     x->layers = nb_calloc((size_t)(nl ? nl : 1), sizeof *x->layers);
-    if (!x->nodes || !x->layers) st = nb_set_error(NB_STATUS_OOM, "export: out of memory");
+    if (!x->nodes || !x->layers) {
+        nb_free(g);
+        return nb_set_error(NB_STATUS_OOM, "%s: out of memory", m->arch);
+    }
+    x->n_nodes = n;
+    for (int i = 0, l = 0; i < n; i++) {
+        const int lin = g[i].op == NB_G_CONV || g[i].op == NB_G_LINEAR;
+        x->nodes[i] = (nb_xnode){g[i].op, g[i].a, g[i].b, lin ? l++ : -1, g[i].k, g[i].stride, g[i].pad, g[i].out_c};
+    }
+    *mods = g;
+    return NB_OK;
+}
+
+nb_status nb_export_build(nb_model *m, nb_xmodel **out) {
+    *out = NULL;
+    if (m->quant && !nb_quant_ready(m))
+        return nb_set_error(NB_STATUS_BAD_INPUT, "the model's quantizers are not calibrated (run ptq or train first)");
+    nb_status st = probe(m);
+    if (st != NB_OK) return st;
+    nb_xmodel *x = nb_calloc(1, sizeof *x);
+    nb_gnode *g = NULL;
+    if (!x) return nb_set_error(NB_STATUS_OOM, "export: out of memory");
+    st = nb_xmodel_graph(x, m, &g);
     int nq = 0;
     nb_quantizer *qs = nb_quant_list(m, &nq);
-    for (int i = 0; i < n && st == NB_OK; i++) {
-        x->nodes[i] = (nb_xnode){g[i].op, g[i].a, g[i].b, -1, g[i].k, g[i].stride, g[i].pad, g[i].out_c};
-        if (g[i].op != NB_G_CONV && g[i].op != NB_G_LINEAR) continue;
-        x->nodes[i].layer = x->n_layers;
-        st = layer_ir(&x->layers[x->n_layers++], g[i].mod, qs, nq);
-    }
+    for (int i = 0; i < x->n_nodes && st == NB_OK; i++)
+        if (x->nodes[i].layer >= 0) st = layer_ir(&x->layers[x->n_layers++], g[i].mod, qs, nq);
     nb_free(g);
     if (st != NB_OK) {
         nb_xmodel_free(x);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "h5_util.h"
+#include "internal.h"
 #include "nb_export.h"
 
 /* ------------------------------------------------------------------ blobs */
@@ -330,12 +331,6 @@ static nb_status get_codes(const reader *r, nb_xlayer *l, const cJSON *w, int ba
     return NB_OK;
 }
 
-static int bits_needed(long n) {
-    int b = 1;
-    while ((1L << b) < n) b++;
-    return b;
-}
-
 static nb_status read_weight(const reader *r, nb_xlayer *l, const cJSON *w) {
     const char *kind = get_str(w, "kind"), *method = get_str(w, "method");
     snprintf(l->wmethod, sizeof l->wmethod, "%s", method ? method : "?");
@@ -359,9 +354,9 @@ static nb_status read_weight(const reader *r, nb_xlayer *l, const cJSON *w) {
             return st;
         if (l->cb_rows != 1 && l->cb_rows != l->oc)
             return bad(r, l->name, "weight.rows is %d: 1 or the %d output channels", l->cb_rows, l->oc);
-        if (l->wbits != bits_needed(l->ncodes))
+        if (l->wbits != nb_xbits(l->ncodes))
             return bad(r, l->name, "weight.bits is %d, but %d codes take %d bits", l->wbits, l->ncodes,
-                       bits_needed(l->ncodes));
+                       nb_xbits(l->ncodes));
         float *alpha = NULL;
         if ((st = get_floats(r, l->name, w, "alpha", 1, 1, &alpha)) != NB_OK) return st;
         l->alpha = alpha[0];
@@ -383,9 +378,9 @@ static nb_status read_weight(const reader *r, nb_xlayer *l, const cJSON *w) {
         (st = get_int(r, l->name, w, "rows", 1, l->oc, &rows)) != NB_OK ||
         (st = get_int(r, l->name, w, "group", 1, (long)l->numel, &group)) != NB_OK)
         return st;
-    if (l->wbits != bits_needed((long)l->qmax - l->qmin + 1))
+    if (l->wbits != nb_xbits((long)l->qmax - l->qmin + 1))
         return bad(r, l->name, "weight.bits is %d, but the grid [%d, %d] takes %d bits", l->wbits, l->qmin,
-                   l->qmax, bits_needed((long)l->qmax - l->qmin + 1));
+                   l->qmax, nb_xbits((long)l->qmax - l->qmin + 1));
     if ((rows != 1 && rows != l->oc) || (size_t)group > l->numel / (size_t)rows)
         return bad(r, l->name, "weight.rows %d / group %d do not fit the weight", rows, group);
     l->L = (nb_fq_layout){rows, l->numel / (size_t)rows, (size_t)group};
@@ -435,9 +430,9 @@ static nb_status read_input(const reader *r, nb_xlayer *l, const cJSON *a) {
         (st = get_int(r, l->name, a, "qmax", l->aqmin + 1, 255, &l->aqmax)) != NB_OK ||
         (st = get_int(r, l->name, a, "zero_point", l->aqmin, l->aqmax, &l->azero)) != NB_OK)
         return st;
-    if (l->abits != bits_needed((long)l->aqmax - l->aqmin + 1))
+    if (l->abits != nb_xbits((long)l->aqmax - l->aqmin + 1))
         return bad(r, l->name, "input.bits is %d, but the grid [%d, %d] takes %d bits", l->abits, l->aqmin,
-                   l->aqmax, bits_needed((long)l->aqmax - l->aqmin + 1));
+                   l->aqmax, nb_xbits((long)l->aqmax - l->aqmin + 1));
     if ((st = get_floats(r, l->name, a, "offset", 1, 0, &v)) != NB_OK) return st;
     l->aoffset = v[0];
     nb_free(v);
@@ -452,16 +447,7 @@ static nb_status read_layer(const reader *r, nb_xlayer *l, const cJSON *o, const
         return nb_set_error(NB_STATUS_BAD_INPUT, "%s: layer %s: the architecture has %s here", r->path, l->name,
                             mod->name);
     const nb_tensor *w = nb_module_weight((nb_module *)mod);
-    l->is_conv = mod->type == NB_MOD_CONV2D;
-    l->oc = w->shape[0];
-    l->ic = w->shape[1];
-    l->kh = l->is_conv ? w->shape[2] : 1;
-    l->kw = l->is_conv ? w->shape[3] : 1;
-    l->numel = w->numel;
-    if (l->is_conv) {
-        l->stride = ((const nb_conv2d_module *)mod)->p.stride;
-        l->pad = ((const nb_conv2d_module *)mod)->p.pad;
-    }
+    nb_xlayer_geometry(l, mod);
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(o, "shape");
     int ok = cJSON_IsArray(shape) && cJSON_GetArraySize(shape) == w->ndim;
     for (int d = 0; ok && d < w->ndim; d++) {
@@ -545,10 +531,6 @@ static nb_status model_from_json(const char *path, const char *text, nb_xmodel *
         x->std[c] = (float)cJSON_GetArrayItem(sd, c)->valuedouble;
     }
     if (st == NB_OK) {
-        snprintf(x->arch, sizeof x->arch, "%s", arch);
-        x->opts = o;
-        x->in_c = o.in_channels;
-        x->in_h = x->in_w = o.input_size;
         nb_rng rng;
         nb_rng_seed(&rng, 0, 0);
         if (!(*out = nb_model_build(arch, &o, &rng)))
@@ -587,31 +569,19 @@ nb_status nb_export_read_packed(const char *path, nb_xmodel **out) {
     if (st == NB_OK) st = read_blob(path, f, "floats", H5T_NATIVE_FLOAT, sizeof(float), (void **)&r.floats, &r.n_floats);
     if (st == NB_OK) st = read_blob(path, f, "ints", H5T_NATIVE_INT32, sizeof(int32_t), (void **)&r.ints, &r.n_ints);
     if (st == NB_OK) st = model_from_json(path, mtext, x, &m);
-    int n = 0, cap = 0;
-    if (st == NB_OK) {
-        cap = 16 + 4 * m->n_modules;
-        if (!(g = nb_calloc((size_t)cap, sizeof *g))) st = nb_set_error(NB_STATUS_OOM, "%s: out of memory", path);
-        else if ((n = nb_model_graph(m, g, cap)) < 0)
-            st = NB_STATUS_BAD_INPUT;
-    }
+    if (st == NB_OK) st = nb_xmodel_graph(x, m, &g);
     if (st == NB_OK) {
         layers = cJSON_Parse(ltext);
         int nl = 0;
-        for (int i = 0; i < n; i++) nl += g[i].op == NB_G_CONV || g[i].op == NB_G_LINEAR;
+        for (int i = 0; i < x->n_nodes; i++) nl += x->nodes[i].layer >= 0;
         if (!cJSON_IsArray(layers))
             st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: the layers attribute is not a JSON array", path);
         else if (cJSON_GetArraySize(layers) != nl)
             st = nb_set_error(NB_STATUS_BAD_INPUT, "%s: %d layer records, %s has %d conv/linear layers", path,
                               cJSON_GetArraySize(layers), x->arch, nl);
-        else if (!(x->layers = nb_calloc((size_t)(nl ? nl : 1), sizeof *x->layers)) ||
-                 !(x->nodes = nb_calloc((size_t)n, sizeof *x->nodes)))
-            st = nb_set_error(NB_STATUS_OOM, "%s: out of memory", path);
     }
-    for (int i = 0; st == NB_OK && i < n; i++) {
-        x->nodes[i] = (nb_xnode){g[i].op, g[i].a, g[i].b, -1, g[i].k, g[i].stride, g[i].pad, g[i].out_c};
-        x->n_nodes = i + 1;
-        if (g[i].op != NB_G_CONV && g[i].op != NB_G_LINEAR) continue;
-        x->nodes[i].layer = x->n_layers;
+    for (int i = 0; st == NB_OK && i < x->n_nodes; i++) {
+        if (x->nodes[i].layer < 0) continue;
         st = read_layer(&r, &x->layers[x->n_layers], cJSON_GetArrayItem(layers, x->n_layers), g[i].mod);
         x->n_layers++;
     }
@@ -649,7 +619,7 @@ int nb_export_is_packed(const char *path) {
 
 /* ---------------------------------------------------------------- summary */
 
-void nb_export_summary(const nb_xmodel *x, FILE *f) {
+double nb_export_summary(const nb_xmodel *x, FILE *f) {
     fprintf(f, "%-24s %-9s %-22s %-18s %10s %10s\n", "layer", "shape", "weights", "input", "params", "bytes");
     double bytes = 0.0, fp32 = 0.0;
     for (int i = 0; i < x->n_layers; i++) {
@@ -677,4 +647,5 @@ void nb_export_summary(const nb_xmodel *x, FILE *f) {
     fprintf(f, "%s: %d layers, %.0f bytes of weights, scales and biases against %.0f in FP32 (weights and folded "
                "biases): %.2fx smaller\n",
             x->arch, x->n_layers, bytes, fp32, fp32 / (bytes > 0.0 ? bytes : 1.0));
+    return fp32;
 }

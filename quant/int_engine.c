@@ -249,8 +249,7 @@ static nb_status plan_runs(iconv *cv, int G, int **kmap_out) {
 /* q_w - z_w of weight (o, k) (uniform). */
 static int32_t wcode(const nb_xlayer *l, int o, int k) {
     const size_t e = (size_t)o * (size_t)(l->ic * l->kh * l->kw) + (size_t)k;
-    const size_t ng = (l->L.K + l->L.G - 1) / l->L.G;
-    return l->codes[e] - l->zero_point[(e / l->L.K) * ng + (e % l->L.K) / l->L.G];
+    return l->codes[e] - l->zero_point[nb_xlayer_scale_index(l, e)];
 }
 
 /* ŵ (the fake-quant weight) of weight (o, k). */
@@ -259,7 +258,7 @@ static float wdeq(const nb_xlayer *l, int o, int k) {
     if (l->wkind == NB_XW_FLOAT) return l->wfloat[e];
     if (l->wkind == NB_XW_CODEBOOK)
         return l->alpha * l->codebook[(size_t)(l->cb_rows == 1 ? 0 : o) * (size_t)l->ncodes + (size_t)l->codes[e]];
-    const size_t ng = (l->L.K + l->L.G - 1) / l->L.G, j = (e / l->L.K) * ng + (e % l->L.K) / l->L.G;
+    const size_t j = nb_xlayer_scale_index(l, e);
     return l->scale[j] * (float)(l->codes[e] - l->zero_point[j]);
 }
 

@@ -21,4 +21,13 @@ void nb_lsq_backward_node(nb_tape *t, nb_node *n);
 void nb_codebook_backward_node(nb_tape *t, nb_node *n);
 void nb_n2uq_backward_node(nb_tape *t, nb_node *n);
 
+/* Export internals (quant/export.c), shared by the packed file's reader. */
+struct nb_xmodel;
+struct nb_xlayer;
+/* x's architecture fields, node list and zeroed layer array (n_layers 0)
+ * from m's graph; *mods (caller frees) holds each node's module. */
+nb_status nb_xmodel_graph(struct nb_xmodel *x, const nb_model *m, nb_gnode **mods);
+/* l's name and shape (oc, ic, kh, kw, stride, pad, numel) from module mod. */
+void nb_xlayer_geometry(struct nb_xlayer *l, const nb_module *mod);
+
 #endif

@@ -46,7 +46,7 @@ typedef enum {
     NB_XA_COUNT
 } nb_xa_kind;
 
-typedef struct {
+typedef struct nb_xlayer {
     char name[80];           /* module name, "layer1.0.conv1" */
     int is_conv;             /* else linear */
     int oc, ic, kh, kw;      /* weight shape (linear: kh = kw = 1) */
@@ -90,7 +90,7 @@ typedef struct {
     int k, stride, pad, out_c;
 } nb_xnode;
 
-typedef struct {
+typedef struct nb_xmodel {
     char arch[32];
     nb_model_opts opts;      /* as the model was built (num_classes, in_channels, input_size, ...) */
     int in_c, in_h, in_w;    /* input image shape */
@@ -111,6 +111,11 @@ typedef struct {
 nb_status nb_export_build(nb_model *m, nb_xmodel **out);
 void nb_xmodel_free(nb_xmodel *x);
 
+/* Bits that hold n distinct codes (1 for n <= 2). */
+int nb_xbits(long n);
+/* The scale index of weight e (flat, (oc, ic, kh, kw) order) of a uniform
+ * layer: r·ceil(K/G) + (e mod K)/G with r = e / K, as nb_fq_layout. */
+size_t nb_xlayer_scale_index(const nb_xlayer *l, size_t e);
 /* Dequantized weights of layer l, unfolded (ŵ: the fake-quant weights) into
  * w (numel floats). */
 void nb_xlayer_weights(const nb_xlayer *l, float *w);
@@ -135,8 +140,9 @@ nb_status nb_export_read_packed(const char *path, nb_xmodel **out);
 /* Whether path is a packed file (its nb_format attribute). */
 int nb_export_is_packed(const char *path);
 /* The per-layer table (bits, bytes) and the compression ratio against FP32
- * weights, printed to f. */
-void nb_export_summary(const nb_xmodel *x, FILE *f);
+ * weights, printed to f; returns those FP32 bytes (weights and folded
+ * biases at 32 bits). */
+double nb_export_summary(const nb_xmodel *x, FILE *f);
 
 /* --------------------------------------------------------- integer engine */
 

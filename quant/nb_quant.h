@@ -448,6 +448,10 @@ nb_status nb_hutchinson_trace(float *w, const nb_segment *seg, int nseg, nb_grad
  * evaluation output is unchanged and a checkpoint keeps the usual tensors.
  * Evaluation only: a folded model must not train. */
 void nb_quant_fold_bn(nb_model *m);
+/* The folding of conv/linear module mod's output channel c: *mul = γ/√(σ²+ε)
+ * and *bias = β + (b - μ)·mul (1 and the module's bias without a batchnorm),
+ * in double. */
+void nb_quant_bn_coeffs(const nb_module *mod, int c, double *mul, double *bias);
 /* Mark the batchnorms of a model whose weights were folded before (ε = 0),
  * as loading a PTQ checkpoint needs. */
 void nb_quant_mark_folded(nb_model *m);
