@@ -30,10 +30,13 @@ typedef struct nb_node nb_node;
 
 /* What the tape knows of an op: its name and its backward kernel. The kernel
  * reads n->out->grad and accumulates into the inputs that require grad,
- * getting their gradient buffers with nb_tape_grad(). */
+ * getting their gradient buffers with nb_tape_grad(). describe (optional)
+ * names one node for the profiler, e.g. "conv2d 3x3/2 64->128 16x16
+ * im2col"; without it a node is its op's name and output shape. */
 typedef struct {
     const char *name;
     void (*backward)(nb_tape *tape, nb_node *n);
+    void (*describe)(const nb_node *n, char *buf, size_t len);
 } nb_op_def;
 
 #define NB_NODE_MAX_IN 4
@@ -43,6 +46,7 @@ struct nb_node {
     nb_tensor *out;
     nb_tensor *in[NB_NODE_MAX_IN]; /* unused slots NULL */
     void *saved;                   /* op-specific, in the tape's arena */
+    double t_fwd, t_bwd;           /* seconds, kept while a profile is attached */
 };
 
 /* A new tape with gradients enabled; owned, free with nb_tape_free. */
@@ -60,6 +64,12 @@ nb_arena *nb_tape_arena(nb_tape *t);
 nb_tensor *nb_tape_tensor(nb_tape *t, int ndim, const int *shape);
 /* Raw scratch memory in the arena (64-byte aligned). */
 void *nb_tape_scratch(nb_tape *t, size_t bytes);
+/* Scratch that an op needs only while it runs: take a mark before
+ * allocating it and release it when done (nothing the op keeps, output or
+ * saved state, may be allocated in between). The reverse walk does this
+ * around every backward kernel, so a backward's scratch never outlives it. */
+nb_arena_mark nb_tape_mark(nb_tape *t);
+void nb_tape_release(nb_tape *t, nb_arena_mark m);
 
 /* A protected call (Lua's luaD_rawrunprotected): runs fn(user) so that an
  * allocation of the tape failing inside it (an activation, scratch memory,
@@ -108,6 +118,29 @@ nb_status nb_backward_seed(nb_tape *t, nb_tensor *out, const float *seed);
 size_t nb_tape_nodes(const nb_tape *t);
 /* Bytes of gradient buffers held by the pool (all sizes). */
 size_t nb_tape_pool_bytes(const nb_tape *t);
+
+/* ----------------------------------------------------------- profiling */
+
+/* Time per node kind, summed over steps. Attach one to a tape: each node's
+ * forward time is the time since the previous node was recorded (or since
+ * nb_tape_profile_mark), its backward time that of its kernel; at every
+ * nb_tape_reset the step's nodes are added up under their descriptions
+ * (nb_op_def.describe). Costs two clock reads per node. */
+typedef struct nb_profile nb_profile;
+
+nb_profile *nb_profile_new(void);
+void nb_profile_free(nb_profile *p);
+/* NULL detaches. The profile must outlive the attachment. */
+void nb_tape_set_profile(nb_tape *t, nb_profile *p);
+/* Forward time of the next recorded node starts now (call right before a
+ * step's forward). */
+void nb_tape_profile_mark(nb_tape *t);
+/* Forget what was summed (after warm-up steps). */
+void nb_profile_clear(nb_profile *p);
+/* The table, rows sorted by total time: count per step, forward and
+ * backward milliseconds per step and the share of the summed total;
+ * `steps` divides the sums. */
+void nb_profile_print(const nb_profile *p, int steps, FILE *f);
 
 /* ---------------------------------------------------------- gradcheck */
 

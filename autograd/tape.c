@@ -1,5 +1,6 @@
 /* The tape: node list, arena, gradient pool, the reverse walk. */
 #include "nb_autograd.h"
+#include "internal.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -24,6 +25,8 @@ struct nb_tape {
     size_t n_blocks, cap_blocks;
     int grad_enabled;
     jmp_buf *guard; /* the running nb_tape_protect call, NULL if none */
+    nb_profile *prof;
+    double prof_last; /* when the previous node was recorded */
 };
 
 nb_tape *nb_tape_new(void) {
@@ -48,6 +51,7 @@ void nb_tape_free(nb_tape *t) {
 }
 
 void nb_tape_reset(nb_tape *t) {
+    if (t->prof) nb_profile_add_nodes(t->prof, t->nodes, t->n_nodes);
     t->n_nodes = 0;
     for (size_t i = 0; i < t->n_blocks; i++) t->blocks[i].in_use = 0;
     nb_arena_reset(t->arena);
@@ -93,6 +97,10 @@ void *nb_tape_scratch(nb_tape *t, size_t bytes) {
     return p;
 }
 
+nb_arena_mark nb_tape_mark(nb_tape *t) { return nb_arena_get_mark(t->arena); }
+
+void nb_tape_release(nb_tape *t, nb_arena_mark m) { nb_arena_release(t->arena, m); }
+
 nb_status nb_tape_protect(nb_tape *t, nb_status (*fn)(void *user), void *user) {
     jmp_buf here, *const outer = t->guard;
     const int grad = t->grad_enabled;
@@ -112,6 +120,13 @@ nb_status nb_tape_protect(nb_tape *t, nb_status (*fn)(void *user), void *user) {
     t->guard = outer;
     return st;
 }
+
+void nb_tape_set_profile(nb_tape *t, nb_profile *p) {
+    t->prof = p;
+    t->prof_last = nb_now();
+}
+
+void nb_tape_profile_mark(nb_tape *t) { t->prof_last = nb_now(); }
 
 int nb_tape_set_grad(nb_tape *t, int enabled) {
     int old = t->grad_enabled;
@@ -137,6 +152,11 @@ nb_node *nb_tape_record(nb_tape *t, const nb_op_def *op, nb_tensor *out, nb_tens
     }
     nb_node *n = &t->nodes[t->n_nodes++];
     memset(n, 0, sizeof *n);
+    if (t->prof) {
+        const double now = nb_now();
+        n->t_fwd = now - t->prof_last;
+        t->prof_last = now;
+    }
     n->op = op;
     n->out = out;
     n->in[0] = in0;
@@ -225,7 +245,11 @@ static nb_status walk(nb_tape *t) {
     for (size_t i = t->n_nodes; i-- > 0;) {
         nb_node *n = &t->nodes[i];
         if (!n->out->grad) continue; /* nothing flowed into this output */
+        const double t0 = t->prof ? nb_now() : 0.0;
+        const nb_arena_mark m = nb_arena_get_mark(t->arena);
         n->op->backward(t, n);
+        nb_arena_release(t->arena, m);
+        if (t->prof) n->t_bwd = nb_now() - t0;
         if (n->out->grad && n->out->grad_pooled) {
             pool_put(t, n->out->grad);
             n->out->grad = NULL;

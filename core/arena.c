@@ -1,7 +1,8 @@
 /* The per-step arena. Chunks are chained; reset rewinds to the first chunk
  * and, when a step spilled into more chunks, replaces them all by a single
- * chunk of the combined size, so the next step of the same shape allocates
- * nothing. */
+ * chunk the size of the step's peak use, so the next step of the same shape
+ * allocates nothing. Release (to a mark) rewinds inside the step: chunks
+ * made after the mark are freed. */
 #include "nb_core.h"
 
 #define ARENA_ALIGN 64
@@ -29,6 +30,7 @@ struct nb_arena {
     chunk *head;    /* current chunk (list in reverse order of creation) */
     size_t chunk_bytes;
     size_t used;    /* since reset */
+    size_t step_peak; /* max of used since reset */
     size_t peak;
     size_t capacity;
 };
@@ -78,16 +80,35 @@ void *nb_arena_alloc(nb_arena *a, size_t bytes) {
     UNPOISON(p, bytes);
     c->used += need;
     a->used += need;
+    if (a->used > a->step_peak) a->step_peak = a->used;
     if (a->used > a->peak) a->peak = a->used;
     return p;
 }
 
+nb_arena_mark nb_arena_get_mark(const nb_arena *a) {
+    return (nb_arena_mark){a->head, a->head ? a->head->used : 0, a->used};
+}
+
+void nb_arena_release(nb_arena *a, nb_arena_mark m) {
+    while (a->head && a->head != (chunk *)m.chunk) {
+        chunk *c = a->head;
+        a->head = c->next;
+        a->capacity -= c->size;
+        nb_free(c);
+    }
+    if (a->head) {
+        NB_ASSERT(m.chunk_used <= a->head->used, "arena: release to a mark past the current position");
+        POISON((char *)a->head + HDR + m.chunk_used, a->head->used - m.chunk_used);
+        a->head->used = m.chunk_used;
+    }
+    a->used = m.used;
+}
+
 void nb_arena_reset(nb_arena *a) {
-    if (a->head && a->head->next) {
+    if (a->head && (a->head->next || a->head->size < a->step_peak)) {
         /* The step spilled: merge into one chunk big enough for all of it.
          * If that allocation fails, keep the chain (still correct). */
-        size_t total = 0;
-        for (chunk *c = a->head; c; c = c->next) total += c->size;
+        size_t total = a->step_peak > a->chunk_bytes ? a->step_peak : a->chunk_bytes;
         chunk *one = chunk_new(total);
         if (one) {
             POISON((char *)one + HDR, total);
@@ -106,6 +127,7 @@ void nb_arena_reset(nb_arena *a) {
     /* After a failed merge, allocation restarts in the newest chunk only;
      * older chunks stay reserved until the next successful merge. */
     a->used = 0;
+    a->step_peak = 0;
 }
 
 size_t nb_arena_used(const nb_arena *a) { return a->used; }

@@ -81,9 +81,16 @@ uint64_t nb_alloc_count(void);
 
 /* A bump allocator for everything made during one training step. Grows in
  * chunks; nb_arena_reset() keeps the memory and, when the last step needed
- * more than one chunk, merges them into one, so the steady state does no
- * malloc. */
+ * more than one chunk, replaces them by one chunk the size of the step's
+ * peak, so the steady state does no malloc. */
 typedef struct nb_arena nb_arena;
+/* A position in an arena: nb_arena_release gives back everything allocated
+ * after it (an op's scratch memory once the op is done), so the next
+ * allocations reuse that memory. */
+typedef struct {
+    void *chunk;
+    size_t chunk_used, used;
+} nb_arena_mark;
 
 nb_arena *nb_arena_new(size_t chunk_bytes);
 void nb_arena_free(nb_arena *a);
@@ -93,6 +100,11 @@ void nb_arena_reset(nb_arena *a);
 size_t nb_arena_used(const nb_arena *a);      /* bytes handed out since reset */
 size_t nb_arena_peak(const nb_arena *a);      /* max of used over its life */
 size_t nb_arena_capacity(const nb_arena *a);  /* bytes held from the system */
+nb_arena_mark nb_arena_get_mark(const nb_arena *a);
+/* Frees what was allocated after m (m from this arena since its last reset,
+ * and no later mark released before it); chunks made after m go back to
+ * the system. */
+void nb_arena_release(nb_arena *a, nb_arena_mark m);
 
 /* ---------------------------------------------------------------- tensor */
 

@@ -14,7 +14,8 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: nibble bench [--model NAME] [--batch N] [--threads N] [--steps N]\n"
             "                    [--warmup N] [--eval-batch N] [--size PX] [--classes N]\n"
-            "                    [--shortcut A|B] [--seed N] [--no-eval] [--json]\n"
+            "                    [--shortcut A|B] [--stem auto|imagenet|cifar] [--seed N]\n"
+            "                    [--no-eval] [--profile] [--json]\n"
             "                    [--quant CONFIG.json | --wbits N --abits N]\n"
             "\n"
             "Times the FP32 training step (forward, softmax cross-entropy, backward,\n"
@@ -32,7 +33,12 @@ static void bench_usage(FILE *f) {
             "  --size PX        input height = width (default 32)\n"
             "  --classes N      output classes (default 10)\n"
             "  --shortcut A|B   CIFAR ResNet shortcut (default A)\n"
+            "  --stem S         ImageNet ResNets: imagenet (7x7/2 conv + 3x3/2 max-pool),\n"
+            "                   cifar (3x3/1 conv), auto (imagenet from 128 px up; default)\n"
             "  --no-eval        skip the inference measurement\n"
+            "  --profile        after the timed steps, a table of time per node kind\n"
+            "                   (conv geometry and path, batchnorm, ...), forward and\n"
+            "                   backward ms per step (on stderr with --json)\n"
             "  --quant CONFIG   time the quantized step: the model and quant section of an\n"
             "                   experiment config (fake-quant weights and activations; the\n"
             "                   activation scales are calibrated on one synthetic batch)\n"
@@ -66,7 +72,8 @@ static double median(double *v, int n) {
 int nb_cmd_bench(int argc, char **argv) {
     const char *arch = "resnet20";
     int batch = 128, threads = 2, steps = 20, warmup = 5, eval_batch = 256, size = 32, classes = 10;
-    int json = 0, no_eval = 0, seed = 0, wbits = 0, abits = 0;
+    int json = 0, no_eval = 0, seed = 0, wbits = 0, abits = 0, profile = 0, stem_set = 0;
+    nb_stem stem = NB_STEM_AUTO;
     const char *quant_cfg = NULL;
     nb_shortcut shortcut = NB_SHORTCUT_A;
     static const struct option longopts[] = {
@@ -77,7 +84,8 @@ int nb_cmd_bench(int argc, char **argv) {
         {"shortcut", required_argument, 0, 'S'}, {"seed", required_argument, 0, 'r'},
         {"no-eval", no_argument, 0, 'n'},      {"json", no_argument, 0, 'j'},
         {"quant", required_argument, 0, 'Q'},  {"wbits", required_argument, 0, 'W'},
-        {"abits", required_argument, 0, 'A'},
+        {"abits", required_argument, 0, 'A'},  {"stem", required_argument, 0, 'T'},
+        {"profile", no_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -103,6 +111,17 @@ int nb_cmd_bench(int argc, char **argv) {
             }
             break;
         case 'n': no_eval = 1; break;
+        case 'P': profile = 1; break;
+        case 'T':
+            stem_set = 1;
+            if (!strcmp(optarg, "auto")) stem = NB_STEM_AUTO;
+            else if (!strcmp(optarg, "imagenet")) stem = NB_STEM_IMAGENET;
+            else if (!strcmp(optarg, "cifar")) stem = NB_STEM_CIFAR;
+            else {
+                fprintf(stderr, "nibble bench: --stem expects auto, imagenet or cifar, got '%s'\n", optarg);
+                ok = 0;
+            }
+            break;
         case 'Q': quant_cfg = optarg; break;
         case 'W':
         case 'A': {
@@ -140,6 +159,7 @@ int nb_cmd_bench(int argc, char **argv) {
     mo.num_classes = classes;
     mo.input_size = size;
     mo.shortcut = shortcut;
+    mo.stem = stem;
     nb_quant_policy policy;
     nb_quant_policy_default(&policy);
     if (quant_cfg) {
@@ -154,8 +174,8 @@ int nb_cmd_bench(int argc, char **argv) {
         arch = nb_strdup(cfg.model.arch);
         mo.shortcut = cfg.model.shortcut == 'B' ? NB_SHORTCUT_B : NB_SHORTCUT_A;
         mo.width = cfg.model.width;
-        if (!strcmp(cfg.model.stem, "imagenet")) mo.stem = NB_STEM_IMAGENET;
-        if (!strcmp(cfg.model.stem, "cifar")) mo.stem = NB_STEM_CIFAR;
+        if (!stem_set && !strcmp(cfg.model.stem, "imagenet")) mo.stem = NB_STEM_IMAGENET;
+        if (!stem_set && !strcmp(cfg.model.stem, "cifar")) mo.stem = NB_STEM_CIFAR;
     } else {
         if (wbits) snprintf(policy.weights.method, sizeof policy.weights.method, "uniform");
         if (abits) snprintf(policy.activations.method, sizeof policy.activations.method, "uniform");
@@ -205,9 +225,15 @@ int nb_cmd_bench(int argc, char **argv) {
     nb_model_train(m, 1);
     float loss = 0.0f;
     int rc = 0;
+    nb_profile *prof = profile ? nb_profile_new() : NULL;
+    if (prof) nb_tape_set_profile(tape, prof);
     for (int s = 0; s < warmup + steps; s++) {
         double t0 = nb_now();
         nb_model_zero_grad(m);
+        if (prof) {
+            if (s == warmup) nb_profile_clear(prof);
+            nb_tape_profile_mark(tape);
+        }
         nb_tensor *l = nb_cross_entropy(tape, nb_model_forward(m, tape, x), labels, 0.0f);
         loss = l->data[0];
         if (nb_backward(tape, l) != NB_OK) {
@@ -227,6 +253,11 @@ int nb_cmd_bench(int argc, char **argv) {
         }
         nb_tape_reset(tape);
         if (s >= warmup) times[s - warmup] = nb_now() - t0;
+    }
+    if (prof) {
+        nb_tape_set_profile(tape, NULL);
+        if (!rc) nb_profile_print(prof, steps, json ? stderr : stdout);
+        nb_profile_free(prof);
     }
     double arena_mb = (double)nb_arena_peak(nb_tape_arena(tape)) / 1048576.0;
     double arena_cap_mb = (double)nb_arena_capacity(nb_tape_arena(tape)) / 1048576.0;

@@ -109,12 +109,14 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
     nb_tensor *y = nb_tape_tensor(t, 4, (int[]){N, g.OC, g.OH, g.OW});
     NB_ASSERT(y, "conv2d: %s", nb_last_error());
     const float *bd = b ? b->data : NULL;
+    const nb_arena_mark scratch = nb_tape_mark(t); /* the paths' scratch ends with the call */
     if (nb_conv_wino_applies(&g))
         nb_conv_wino_forward(t, &g, N, x->data, w->data, bd, y->data);
     else if (nb_conv_same_applies(&g))
         nb_conv_same_forward(t, &g, N, x->data, w->data, bd, y->data);
     else
         im2col_forward(t, &g, N, x->data, w->data, bd, y->data);
+    nb_tape_release(t, scratch);
 
     if (nb_tape_wants(t, x, w, b)) {
         nb_node *node = nb_tape_record(t, &nb_op_table[NB_OP_CONV2D], y, x, w, b);
@@ -125,6 +127,17 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
         node->saved = s;
     }
     return y;
+}
+
+/* "conv2d 3x3/2 64->128 32x32 im2col": kernel/stride, channels, input size, path */
+void nb_conv2d_describe(const nb_node *node, char *buf, size_t len) {
+    const conv_geom *g = &((const conv_saved *)node->saved)->g;
+    const char *path = nb_conv_wino_applies(g) ? "winograd"
+                       : nb_conv_same_applies(g) ? "shifted"
+                       : is_pointwise(g)         ? "gemm"
+                                                 : "im2col";
+    snprintf(buf, len, "conv2d %dx%d/%d %d->%d %dx%d %s", g->KH, g->KW, g->stride, g->C, g->OC, g->H, g->W,
+             path);
 }
 
 void nb_conv2d_backward(nb_tape *t, nb_node *node) {

@@ -470,32 +470,88 @@ static void out_transform(const wino_geom *wg, int OC, const float *M, int r0, i
 
 /* U[xi][ci][co] = (G g G^T)[xi] for g = w[co][ci] (flip = 0), or for
  * g = w[ci][co] rotated by 180 degrees (flip = 1: the dx filters, with the
- * roles of C and OC swapped), w (OC, C, 3, 3). */
+ * roles of C and OC swapped), w (OC, C, 3, 3). The threads take blocks of
+ * FT_BLOCK columns co and write U in runs of FT_BLOCK, 8 columns at a time
+ * in AVX2 (the 9 taps of 8 filters gathered). */
+enum { FT_BLOCK = 32 };
+
+/* One filter: taps k (row-major 3x3, already flipped) to u[xi], stride us. */
+static inline void filter_point(const float k[9], float *u, size_t us) {
+    float gk[4][3];
+    for (int b = 0; b < 3; b++) {
+        gk[0][b] = k[b];
+        gk[1][b] = 0.5f * (k[b] + k[3 + b] + k[6 + b]);
+        gk[2][b] = 0.5f * (k[b] - k[3 + b] + k[6 + b]);
+        gk[3][b] = k[6 + b];
+    }
+    for (int i = 0; i < 4; i++) {
+        u[(4 * i + 0) * us] = gk[i][0];
+        u[(4 * i + 1) * us] = 0.5f * (gk[i][0] + gk[i][1] + gk[i][2]);
+        u[(4 * i + 2) * us] = 0.5f * (gk[i][0] - gk[i][1] + gk[i][2]);
+        u[(4 * i + 3) * us] = gk[i][2];
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* Columns co .. co + 7 of row ci: the same arithmetic as filter_point, lane
+ * by lane (so both paths give the same U). f: the first filter, fs: floats
+ * from one filter to the next. */
+static NB_WINO_AVX2 void filter_point8(const float *f, int fs, int flip, float *u, size_t us) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(fs));
+    __m256 k[9];
+    for (int t = 0; t < 9; t++) k[t] = _mm256_i32gather_ps(f + (flip ? 8 - t : t), idx, 4);
+    const __m256 h = _mm256_set1_ps(0.5f);
+    __m256 gk[4][3];
+    for (int b = 0; b < 3; b++) {
+        gk[0][b] = k[b];
+        gk[1][b] = _mm256_mul_ps(h, _mm256_add_ps(_mm256_add_ps(k[b], k[3 + b]), k[6 + b]));
+        gk[2][b] = _mm256_mul_ps(h, _mm256_add_ps(_mm256_sub_ps(k[b], k[3 + b]), k[6 + b]));
+        gk[3][b] = k[6 + b];
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(u + (4 * i + 0) * us, gk[i][0]);
+        _mm256_storeu_ps(u + (4 * i + 1) * us,
+                         _mm256_mul_ps(h, _mm256_add_ps(_mm256_add_ps(gk[i][0], gk[i][1]), gk[i][2])));
+        _mm256_storeu_ps(u + (4 * i + 2) * us,
+                         _mm256_mul_ps(h, _mm256_add_ps(_mm256_sub_ps(gk[i][0], gk[i][1]), gk[i][2])));
+        _mm256_storeu_ps(u + (4 * i + 3) * us, gk[i][2]);
+    }
+}
+#endif
+
 static void filter_transform(const conv_geom *g, const float *w, int flip, float *U) {
     const int CI = flip ? g->OC : g->C, CO = flip ? g->C : g->OC;
-    for (int co = 0; co < CO; co++)
+    const int blocks = (CO + FT_BLOCK - 1) / FT_BLOCK;
+    const size_t us = (size_t)CI * CO;
+    const int fs = flip ? 9 : g->C * 9; /* floats from filter co to co + 1 */
+    const int simd = use_avx2();
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads())
+    for (int bk = 0; bk < blocks; bk++) {
+        const int c0 = bk * FT_BLOCK, c1 = c0 + FT_BLOCK < CO ? c0 + FT_BLOCK : CO;
         for (int ci = 0; ci < CI; ci++) {
-            const float *f = flip ? w + ((size_t)ci * g->C + co) * 9 : w + ((size_t)co * g->C + ci) * 9;
-            float k[3][3], gk[4][3];
-            for (int a = 0; a < 3; a++)
-                for (int b = 0; b < 3; b++) k[a][b] = flip ? f[(2 - a) * 3 + (2 - b)] : f[a * 3 + b];
-            for (int b = 0; b < 3; b++) {
-                gk[0][b] = k[0][b];
-                gk[1][b] = 0.5f * (k[0][b] + k[1][b] + k[2][b]);
-                gk[2][b] = 0.5f * (k[0][b] - k[1][b] + k[2][b]);
-                gk[3][b] = k[2][b];
-            }
-            for (int i = 0; i < 4; i++) {
-                const float u[4] = {gk[i][0], 0.5f * (gk[i][0] + gk[i][1] + gk[i][2]),
-                                    0.5f * (gk[i][0] - gk[i][1] + gk[i][2]), gk[i][2]};
-                for (int j = 0; j < 4; j++) U[((size_t)(4 * i + j) * CI + ci) * CO + co] = u[j];
+            int co = c0;
+            const float *f0 = flip ? w + (size_t)ci * g->C * 9 : w + (size_t)ci * 9;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (simd)
+                for (; co + 8 <= c1; co += 8)
+                    filter_point8(f0 + (size_t)co * fs, fs, flip, U + (size_t)ci * CO + co, us);
+#else
+            (void)simd;
+#endif
+            for (; co < c1; co++) {
+                const float *f = f0 + (size_t)co * fs;
+                float k[9];
+                for (int t = 0; t < 9; t++) k[t] = f[flip ? 8 - t : t];
+                filter_point(k, U + (size_t)ci * CO + co, us);
             }
         }
+    }
 }
 
 /* dw (OC, C, 3, 3) += G^T dU G for dU[xi][oc][c]. */
 static void filter_grad(const conv_geom *g, const float *dU, float *dw) {
     const size_t xs = (size_t)g->OC * g->C;
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads())
     for (int oc = 0; oc < g->OC; oc++)
         for (int c = 0; c < g->C; c++) {
             float d[4][4], t[3][4];
@@ -558,34 +614,58 @@ void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
     }
 }
 
+/* The filter gradient by transform-domain point instead of by tiles: the
+ * chunks' transforms of x and dy are kept (all of them), then each thread
+ * takes whole points xi and sums dU[xi] over the chunks in order. No
+ * per-thread copies of dU (16 C OC floats each) to clear and reduce, and
+ * the result does not depend on the thread count. Chosen when keeping the
+ * transforms takes less memory than the extra copies of dU: small maps
+ * with many channels (ResNet-18's 8x8 and 4x4 stages). */
+static int dw_by_point(const conv_geom *g, const wino_geom *ww, int nt) {
+    const char *e = getenv("NB_WINO_DW");
+    if (e && !strcmp(e, "point")) return 1;
+    if (e && !strcmp(e, "tile")) return 0;
+    const double kept = (double)ww->chunks * ww->T * (g->C + g->OC);
+    return kept <= 4.0 * (nt - 1) * g->C * g->OC;
+}
+
 void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                            const float *dy, float *dx, int dx_fresh, float *dw, float *db) {
     const wino_geom wx = wino_geometry(N, g->H, g->W, g->OC, g->C, 1);  /* dx chunks */
     const wino_geom ww = wino_geometry(N, g->H, g->W, g->C, g->OC, DW_SCALE); /* dw chunks */
     const int nt = nb_get_threads(), HW = g->H * g->W;
+    const int by_point = dw && dw_by_point(g, &ww, nt);
     const size_t vd_sz = dx ? XI * slice_of(&wx, g->OC) : 0, mx_sz = dx ? XI * slice_of(&wx, g->C) : 0;
     const size_t v_sz = dw ? XI * slice_of(&ww, g->C) : 0, dm_sz = dw ? XI * slice_of(&ww, g->OC) : 0;
-    const size_t buf_sz = transform_buf(dw ? &ww : &wx), du_off = vd_sz + mx_sz + v_sz + dm_sz + buf_sz;
     const size_t du_sz = dw ? (size_t)XI * g->OC * g->C : 0, db_sz = db ? (size_t)g->OC : 0;
-    const size_t per = du_off + du_sz + db_sz;
+    /* per thread: dx transforms, dw transforms and partial dU (by tiles), buffers, partial db */
+    const size_t own_v = by_point ? 0 : v_sz + dm_sz, own_du = by_point ? 0 : du_sz;
+    const size_t buf_sz = transform_buf(dw ? &ww : &wx), du_off = vd_sz + mx_sz + own_v + buf_sz;
+    const size_t per = du_off + own_du + db_sz;
     (void)use_avx2(); /* decided here, before the threads read it */
     float *Ud = dx ? nb_tape_scratch(t, sizeof(float) * XI * (size_t)g->C * g->OC) : NULL;
     float *scratch = nb_tape_scratch(t, sizeof(float) * (size_t)nt * per);
-    NB_ASSERT(scratch && (!dx || Ud), "conv2d backward: %s", nb_last_error());
+    /* by point: every chunk's V and dM, and the one dU */
+    float *kept = by_point ? nb_tape_scratch(t, sizeof(float) * ((size_t)ww.chunks * (v_sz + dm_sz) + du_sz)) : NULL;
+    NB_ASSERT(scratch && (!dx || Ud) && (!by_point || kept), "conv2d backward: %s", nb_last_error());
     if (dx) filter_transform(g, w, 1, Ud);
+    const size_t vs = slice_of(&ww, g->C), ms = slice_of(&ww, g->OC);
 #pragma omp parallel num_threads(nt)
     {
         float *Vd = scratch + (size_t)omp_get_thread_num() * per, *Mx = Vd + vd_sz, *V = Mx + mx_sz;
-        float *dM = V + v_sz, *buf = dM + dm_sz, *dU = buf + buf_sz, *dbt = dU + du_sz;
-        memset(dU, 0, sizeof(float) * (du_sz + db_sz));
+        float *dM = V + v_sz, *buf = V + own_v, *dU = buf + buf_sz, *dbt = dU + own_du;
+        memset(dU, 0, sizeof(float) * (own_du + db_sz));
         if (dx) { /* dx (+)= conv(dy, flipped transposed filters) */
 #pragma omp for schedule(static) nowait
             for (int k = 0; k < wx.chunks; k++)
                 chunk_conv(&wx, g->OC, g->C, dy, Ud, k * wx.R, chunk_rows(&wx, k), NULL, !dx_fresh, dx, Vd,
                            Mx, buf);
         }
-        if (dw) { /* dU[xi] (OC, C) += dM[xi] (OC, tiles) * V[xi]^T (tiles, C) */
-            const size_t vs = slice_of(&ww, g->C), ms = slice_of(&ww, g->OC);
+        if (db) { /* whole images per thread, independent of the chunking */
+#pragma omp for schedule(static) nowait
+            for (int n = 0; n < N; n++) nb_conv_sum_planes(dy + (size_t)n * g->OC * HW, g->OC, HW, dbt);
+        }
+        if (dw && !by_point) { /* dU[xi] (OC, C) += dM[xi] (OC, tiles) * V[xi]^T (tiles, C) */
 #pragma omp for schedule(static) nowait
             for (int k = 0; k < ww.chunks; k++) {
                 const int r0 = k * ww.R, rows = chunk_rows(&ww, k);
@@ -596,21 +676,35 @@ void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x
                                 dU + (size_t)xi * g->OC * g->C, g->C);
             }
         }
-        if (db) { /* whole images per thread, independent of the chunking */
+        if (by_point) {
+#pragma omp for schedule(static)
+            for (int k = 0; k < ww.chunks; k++) {
+                float *Vk = kept + (size_t)k * (v_sz + dm_sz);
+                in_transform(&ww, g->C, x, k * ww.R, chunk_rows(&ww, k), Vk, buf);
+                grad_transform(&ww, g->OC, dy, k * ww.R, chunk_rows(&ww, k), Vk + v_sz, buf);
+            }
+            float *dU1 = kept + (size_t)ww.chunks * (v_sz + dm_sz);
 #pragma omp for schedule(static) nowait
-            for (int n = 0; n < N; n++) nb_conv_sum_planes(dy + (size_t)n * g->OC * HW, g->OC, HW, dbt);
+            for (int xi = 0; xi < XI; xi++)
+                for (int k = 0; k < ww.chunks; k++) {
+                    const float *Vk = kept + (size_t)k * (v_sz + dm_sz);
+                    nb_sgemm_nt(g->OC, g->C, chunk_rows(&ww, k) * ww.TW, Vk + v_sz + xi * ms, ww.T, Vk + xi * vs,
+                                ww.T, k ? 1.0f : 0.0f, dU1 + (size_t)xi * g->OC * g->C, g->C);
+                }
         }
     }
-    /* Reduce the per-thread partial sums in thread order (deterministic). */
-    for (int th = 1; th < nt && (dw || db); th++) {
+    /* Reduce the per-thread partial sums in thread order (deterministic:
+     * each element adds the same partials in the same order, whichever
+     * thread does it). */
+    if (nt > 1 && (own_du || db_sz)) {
         float *dU0 = scratch + du_off;
-        const float *src = dU0 + (size_t)th * per;
-        for (size_t i = 0; i < du_sz + db_sz; i++) dU0[i] += src[i];
+        const long len = (long)(own_du + db_sz);
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (long i = 0; i < len; i++)
+            for (int th = 1; th < nt; th++) dU0[i] += dU0[(size_t)th * per + (size_t)i];
     }
-    if (dw || db) {
-        const float *dU = scratch + du_off, *dbt = dU + du_sz;
-        if (dw) filter_grad(g, dU, dw);
-        if (db)
-            for (int oc = 0; oc < g->OC; oc++) db[oc] += dbt[oc];
-    }
+    const float *dbt = scratch + du_off + own_du;
+    if (dw) filter_grad(g, by_point ? kept + (size_t)ww.chunks * (v_sz + dm_sz) : scratch + du_off, dw);
+    if (db)
+        for (int oc = 0; oc < g->OC; oc++) db[oc] += dbt[oc];
 }

@@ -24,6 +24,7 @@ typedef enum {
 extern const nb_op_def nb_op_table[NB_OP_COUNT];
 
 void nb_conv2d_backward(nb_tape *t, nb_node *n);
+void nb_conv2d_describe(const nb_node *n, char *buf, size_t len);
 void nb_linear_backward(nb_tape *t, nb_node *n);
 void nb_batchnorm2d_backward(nb_tape *t, nb_node *n);
 void nb_relu_backward(nb_tape *t, nb_node *n);

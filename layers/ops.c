@@ -2,7 +2,7 @@
 #include "internal.h"
 
 const nb_op_def nb_op_table[NB_OP_COUNT] = {
-    [NB_OP_CONV2D] = {"conv2d", nb_conv2d_backward},
+    [NB_OP_CONV2D] = {"conv2d", nb_conv2d_backward, nb_conv2d_describe},
     [NB_OP_LINEAR] = {"linear", nb_linear_backward},
     [NB_OP_BATCHNORM2D] = {"batchnorm2d", nb_batchnorm2d_backward},
     [NB_OP_RELU] = {"relu", nb_relu_backward},

@@ -3,6 +3,7 @@
  * defined here, as any module would define them: the tape only sees
  * nb_op_def. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nb_test.h"
@@ -16,7 +17,21 @@ static void square_backward(nb_tape *t, nb_node *n) {
     for (size_t i = 0; i < x->numel; i++) dx[i] += square_factor * x->data[i] * n->out->grad[i];
 }
 
-static const nb_op_def square_op = {"square", square_backward};
+/* The backward also takes scratch memory, as the conv kernels do. */
+static size_t scratch_used_in_backward;
+
+static void square_backward_scratch(nb_tape *t, nb_node *n) {
+    float *tmp = nb_tape_scratch(t, 64 * 1024);
+    memset(tmp, 0, 64 * 1024);
+    scratch_used_in_backward = nb_arena_used(nb_tape_arena(t));
+    square_backward(t, n);
+}
+
+static void square_describe(const nb_node *n, char *buf, size_t len) {
+    snprintf(buf, len, "square of %zu", n->out->numel);
+}
+
+static const nb_op_def square_op = {"square", square_backward_scratch, square_describe};
 
 static nb_tensor *square(nb_tape *t, nb_tensor *x) {
     nb_tensor *y = nb_tape_tensor(t, x->ndim, x->shape);
@@ -32,7 +47,7 @@ static void sum_backward(nb_tape *t, nb_node *n) {
     for (size_t i = 0; i < x->numel; i++) dx[i] += n->out->grad[0];
 }
 
-static const nb_op_def sum_op = {"sum", sum_backward};
+static const nb_op_def sum_op = {"sum", sum_backward, NULL};
 
 static nb_tensor *sum(nb_tape *t, nb_tensor *x) {
     nb_tensor *y = nb_tape_tensor(t, 1, (int[]){1});
@@ -146,6 +161,49 @@ START_TEST(test_gradcheck_catches_wrong_backward) {
 }
 END_TEST
 
+/* The reverse walk gives each backward's scratch back when it returns, and
+ * the profile counts every node under its description. */
+START_TEST(test_walk_releases_scratch_and_profiles) {
+    nb_tensor *x = leaf(100, 0.1f);
+    nb_tensor_fill(x, 0.9f); /* stays finite through x^32 */
+    nb_tape *t = nb_tape_new();
+    nb_profile *p = nb_profile_new();
+    nb_tape_set_profile(t, p);
+    for (int step = 0; step < 2; step++) {
+        nb_tape_profile_mark(t);
+        nb_tensor *h = x;
+        for (int i = 0; i < 5; i++) h = square(t, h);
+        nb_tensor *l = sum(t, h);
+        const size_t fwd_used = nb_arena_used(nb_tape_arena(t));
+        ck_assert_int_eq(nb_backward(t, l), NB_OK);
+        /* 5 backwards took 64 KB each; the arena holds only the forward's */
+        ck_assert_uint_eq(nb_arena_used(nb_tape_arena(t)), fwd_used);
+        ck_assert_uint_ge(scratch_used_in_backward, fwd_used + 64 * 1024);
+        ck_assert_uint_lt(nb_arena_peak(nb_tape_arena(t)), fwd_used + 2 * 64 * 1024);
+        nb_tape_reset(t);
+        x->grad = NULL;
+    }
+    nb_tape_set_profile(t, NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    nb_profile_print(p, 2, f);
+    fclose(f);
+    /* per step: 5 squares (described by the op) and one sum (name + shape) */
+    ck_assert_msg(strstr(buf, "square of 100") != NULL, "%s", buf);
+    char *row = strstr(buf, "square of 100");
+    int count = 0;
+    ck_assert_int_eq(sscanf(row + strlen("square of 100"), "%d", &count), 1);
+    ck_assert_int_eq(count, 5);
+    ck_assert_msg(strstr(buf, "\nsum ") != NULL, "%s", buf);
+    ck_assert_msg(strstr(buf, "\nall nodes ") != NULL, "%s", buf);
+    free(buf);
+    nb_profile_free(p);
+    nb_tape_free(t);
+    nb_tensor_free(x);
+}
+END_TEST
+
 static Suite *autograd_suite(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("tape");
@@ -154,6 +212,7 @@ static Suite *autograd_suite(void) {
     tcase_add_test(tc, test_backward_rejects_bad_loss);
     tcase_add_test(tc, test_gradient_buffers_recycled);
     tcase_add_test(tc, test_gradcheck_catches_wrong_backward);
+    tcase_add_test(tc, test_walk_releases_scratch_and_profiles);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -86,6 +86,42 @@ START_TEST(test_arena_steady_state) {
 }
 END_TEST
 
+/* Release to a mark: memory after the mark is reused, chunks made after it
+ * go back, the used count rewinds, and reset sizes the one chunk for the
+ * step's peak (not for the sum of everything allocated). */
+START_TEST(test_arena_mark_release) {
+    nb_arena *a = nb_arena_new(4096);
+    for (int step = 0; step < 3; step++) {
+        uint64_t before = nb_alloc_count();
+        char *keep = nb_arena_alloc(a, 1000);
+        memset(keep, 0x5a, 1000);
+        const size_t used = nb_arena_used(a);
+        for (int op = 0; op < 8; op++) { /* 8 ops of 10 KB scratch each */
+            nb_arena_mark m = nb_arena_get_mark(a);
+            char *s1 = nb_arena_alloc(a, 6000), *s2 = nb_arena_alloc(a, 4000);
+            ck_assert_ptr_nonnull(s1);
+            ck_assert_ptr_nonnull(s2);
+            memset(s1, op, 6000);
+            memset(s2, op, 4000);
+            nb_arena_release(a, m);
+            ck_assert_uint_eq(nb_arena_used(a), used);
+            /* the next allocation lands where the released scratch began */
+            nb_arena_mark m2 = nb_arena_get_mark(a);
+            char *again = nb_arena_alloc(a, 6000);
+            if (step > 0) ck_assert_ptr_eq(again, s1);
+            nb_arena_release(a, m2);
+        }
+        for (int i = 0; i < 1000; i++) ck_assert_int_eq(keep[i], 0x5a); /* kept data untouched */
+        if (step > 0) ck_assert_uint_eq(nb_alloc_count() - before, 0);
+        nb_arena_reset(a);
+        /* one chunk of the peak (kept + one op's scratch), not 8 ops' worth */
+        ck_assert_uint_lt(nb_arena_capacity(a), 20000);
+    }
+    ck_assert_uint_lt(nb_arena_peak(a), 12000);
+    nb_arena_free(a);
+}
+END_TEST
+
 START_TEST(test_rng_reproducible) {
     nb_rng a, b, c;
     nb_rng_seed(&a, 42, 1);
@@ -193,6 +229,7 @@ static Suite *core_suite(void) {
     tcase_add_test(tc, test_realloc_keeps_block_on_failure);
     tcase_add_test(tc, test_tensor_shapes);
     tcase_add_test(tc, test_arena_steady_state);
+    tcase_add_test(tc, test_arena_mark_release);
     tcase_add_test(tc, test_rng_reproducible);
     tcase_add_test(tc, test_gemm_matches_naive);
     tcase_add_test(tc, test_log_callback);
