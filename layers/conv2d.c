@@ -1,6 +1,8 @@
-/* conv2d: per-image im2col + one single-threaded sgemm (nibble's own
- * kernels, core/gemm_*.c), images split across threads (two sgemms on different images beat OpenBLAS's own split of one
- * thin GEMM at ResNet shapes). Weight gradients are summed per thread and
+/* conv2d: im2col + one single-threaded sgemm (nibble's own kernels,
+ * core/gemm_*.c) per image, or per group of images when an image's output
+ * is too small to fill the GEMM; images split across threads (two sgemms
+ * on different images beat OpenBLAS's own split of one thin GEMM at ResNet
+ * shapes). Weight gradients are summed per thread and
  * reduced in thread order, so results depend only on the thread count. */
 #include <omp.h>
 #include <string.h>
@@ -15,13 +17,12 @@ static int is_pointwise(const conv_geom *g) {
     return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0;
 }
 
-/* col (C*KH*KW, OH*OW) from one image x (C, H, W). */
-static void im2col(const conv_geom *g, const float *x, float *col) {
-    const int OHW = g->OH * g->OW;
+/* col (C*KH*KW, OH*OW), rows ld floats apart, from one image x (C, H, W). */
+static void im2col(const conv_geom *g, const float *x, float *col, size_t ld) {
     for (int c = 0; c < g->C; c++)
         for (int kh = 0; kh < g->KH; kh++)
             for (int kw = 0; kw < g->KW; kw++) {
-                float *row = col + ((size_t)(c * g->KH + kh) * g->KW + kw) * OHW;
+                float *row = col + ((size_t)(c * g->KH + kh) * g->KW + kw) * ld;
                 const float *xc = x + (size_t)c * g->H * g->W;
                 /* valid ow range: 0 <= ow*s - pad + kw < W */
                 int ow_lo = 0, ow_hi = g->OW; /* [lo, hi) */
@@ -46,13 +47,12 @@ static void im2col(const conv_geom *g, const float *x, float *col) {
             }
 }
 
-/* dx (C, H, W) += col2im(dcol (C*KH*KW, OH*OW)). */
-static void col2im_add(const conv_geom *g, const float *dcol, float *dx) {
-    const int OHW = g->OH * g->OW;
+/* dx (C, H, W) += col2im(dcol (C*KH*KW, OH*OW), rows ld floats apart). */
+static void col2im_add(const conv_geom *g, const float *dcol, size_t ld, float *dx) {
     for (int c = 0; c < g->C; c++)
         for (int kh = 0; kh < g->KH; kh++)
             for (int kw = 0; kw < g->KW; kw++) {
-                const float *row = dcol + ((size_t)(c * g->KH + kh) * g->KW + kw) * OHW;
+                const float *row = dcol + ((size_t)(c * g->KH + kh) * g->KW + kw) * ld;
                 float *xc = dx + (size_t)c * g->H * g->W;
                 int ow_lo = 0, ow_hi = g->OW;
                 while (ow_lo < g->OW && ow_lo * g->stride - g->pad + kw < 0) ow_lo++;
@@ -71,24 +71,58 @@ static void col2im_add(const conv_geom *g, const float *dcol, float *dx) {
             }
 }
 
-/* Per-image im2col (none for pointwise) and one GEMM per image. */
+/* Images per GEMM: one when an image has enough output pixels to fill the
+ * GEMM's columns, else enough images for about MIN_COLS columns (the
+ * stride-2 convolutions of ResNet-18's late stages have 4x4 or 2x2
+ * outputs), but at least 4 groups per batch so that the threads share
+ * them. Depends on the shapes only, not on the thread count. */
+enum { MIN_COLS = 128 };
+
+static int images_per_gemm(const conv_geom *g, int N) {
+    const int OHW = g->OH * g->OW;
+    if (is_pointwise(g) || OHW >= MIN_COLS) return 1;
+    int b = (MIN_COLS + OHW - 1) / OHW, cap = N / 4 > 1 ? N / 4 : 1;
+    return b < cap ? b : cap;
+}
+
+/* Rows of B images' (OC, OHW) planes side by side, (OC, B * OHW), to or
+ * from their places in a (N, OC, OHW) tensor. */
+static void gather_planes(const float *src, int B, int OC, int OHW, float *dst) {
+    for (int i = 0; i < B; i++)
+        for (int oc = 0; oc < OC; oc++)
+            memcpy(dst + (size_t)oc * B * OHW + (size_t)i * OHW, src + ((size_t)i * OC + oc) * OHW,
+                   sizeof(float) * (size_t)OHW);
+}
+static void scatter_planes(const float *src, int B, int OC, int OHW, float *dst) {
+    for (int i = 0; i < B; i++)
+        for (int oc = 0; oc < OC; oc++)
+            memcpy(dst + ((size_t)i * OC + oc) * OHW, src + (size_t)oc * B * OHW + (size_t)i * OHW,
+                   sizeof(float) * (size_t)OHW);
+}
+
+/* im2col (none for pointwise) and one GEMM per group of images. */
 static void im2col_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                            const float *b, float *y) {
     const int CKK = g->C * g->KH * g->KW, OHW = g->OH * g->OW, nt = nb_get_threads();
-    const int pointwise = is_pointwise(g);
-    float *cols = pointwise ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
-    NB_ASSERT(pointwise || cols, "conv2d: %s", nb_last_error());
+    const int pointwise = is_pointwise(g), B = images_per_gemm(g, N), groups = (N + B - 1) / B;
+    const size_t cols_sz = pointwise ? 0 : (size_t)CKK * B * OHW, out_sz = B > 1 ? (size_t)g->OC * B * OHW : 0;
+    float *scratch = cols_sz + out_sz ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * (cols_sz + out_sz)) : NULL;
+    NB_ASSERT(!(cols_sz + out_sz) || scratch, "conv2d: %s", nb_last_error());
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int n = 0; n < N; n++) {
-        const float *col = x + (size_t)n * g->C * g->H * g->W;
-        float *yn = y + (size_t)n * g->OC * OHW;
+    for (int gi = 0; gi < groups; gi++) {
+        const int n0 = gi * B, nb = N - n0 < B ? N - n0 : B;
+        float *col = scratch ? scratch + (size_t)omp_get_thread_num() * (cols_sz + out_sz) : NULL;
+        float *out = col ? col + cols_sz : NULL;
+        const float *bm = x + (size_t)n0 * g->C * g->H * g->W; /* pointwise: the image itself */
         if (!pointwise) {
-            float *c = cols + (size_t)omp_get_thread_num() * CKK * OHW;
-            im2col(g, col, c);
-            col = c;
+            for (int i = 0; i < nb; i++)
+                im2col(g, x + (size_t)(n0 + i) * g->C * g->H * g->W, col + (size_t)i * OHW, (size_t)nb * OHW);
+            bm = col;
         }
-        nb_sgemm_nn(g->OC, OHW, CKK, w, CKK, 1, col, OHW, 0.0f, yn, OHW);
-        if (b) nb_conv_add_bias(yn, b, g->OC, OHW);
+        float *yn = y + (size_t)n0 * g->OC * OHW;
+        nb_sgemm_nn(g->OC, nb * OHW, CKK, w, CKK, 1, bm, nb * OHW, 0.0f, B > 1 ? out : yn, nb * OHW);
+        if (B > 1) scatter_planes(out, nb, g->OC, OHW, yn);
+        for (int i = 0; b && i < nb; i++) nb_conv_add_bias(yn + (size_t)i * g->OC * OHW, b, g->OC, OHW);
     }
 }
 
@@ -161,13 +195,14 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     }
 
     /* Per-thread partial sums of dw and db, reduced in thread order. */
+    const int B = images_per_gemm(&g, N), groups = (N + B - 1) / B;
+    const size_t cols_sz = pointwise ? 0 : (size_t)CKK * B * OHW, dyb_sz = B > 1 ? (size_t)g.OC * B * OHW : 0;
+    const size_t dcol_sz = (pointwise || !dx) ? 0 : cols_sz, per = cols_sz + dcol_sz + dyb_sz;
     size_t wsz = (size_t)g.OC * CKK;
     float *dw_part = dw ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * wsz) : NULL;
     float *db_part = db ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * g.OC) : NULL;
-    float *cols = pointwise ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
-    float *dcols = (pointwise || !dx) ? NULL : nb_tape_scratch(t, sizeof(float) * (size_t)nt * CKK * OHW);
-    NB_ASSERT((!dw || dw_part) && (!db || db_part) && (pointwise || cols) && (pointwise || !dx || dcols),
-              "conv2d backward: %s", nb_last_error());
+    float *scratch = per ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * per) : NULL;
+    NB_ASSERT((!dw || dw_part) && (!db || db_part) && (!per || scratch), "conv2d backward: %s", nb_last_error());
     if (dw_part) memset(dw_part, 0, sizeof(float) * (size_t)nt * wsz);
     if (db_part) memset(db_part, 0, sizeof(float) * (size_t)nt * g.OC);
 
@@ -176,32 +211,39 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
         const int tid = omp_get_thread_num();
         float *my_dw = dw ? dw_part + (size_t)tid * wsz : NULL;
         float *my_db = db ? db_part + (size_t)tid * g.OC : NULL;
-        float *col = pointwise ? NULL : cols + (size_t)tid * CKK * OHW;
-        float *dcol = dcols ? dcols + (size_t)tid * CKK * OHW : NULL;
+        float *col = per ? scratch + (size_t)tid * per : NULL;
+        float *dcol = per ? col + cols_sz : NULL, *dyb = per ? dcol + dcol_sz : NULL;
 #pragma omp for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const float *xn = x->data + (size_t)n * g.C * g.H * g.W;
-            const float *dyn = dy + (size_t)n * g.OC * OHW;
+        for (int gi = 0; gi < groups; gi++) {
+            const int n0 = gi * B, nb = N - n0 < B ? N - n0 : B, ld = nb * OHW;
+            const float *xn = x->data + (size_t)n0 * g.C * g.H * g.W;
+            const float *dyn = dy + (size_t)n0 * g.OC * OHW;
+            if (B > 1) { /* the group's dy planes side by side, (OC, nb * OHW) */
+                gather_planes(dyn, nb, g.OC, OHW, dyb);
+                dyn = dyb;
+            }
             if (my_dw) {
                 const float *c = xn;
                 if (!pointwise) {
-                    im2col(&g, xn, col);
+                    for (int i = 0; i < nb; i++)
+                        im2col(&g, xn + (size_t)i * g.C * g.H * g.W, col + (size_t)i * OHW, (size_t)ld);
                     c = col;
                 }
-                /* dw (OC, CKK) += dy_n (OC, OHW) * col^T (OHW, CKK) */
-                nb_sgemm_nt(g.OC, CKK, OHW, dyn, OHW, c, OHW, 1.0f, my_dw, CKK);
+                /* dw (OC, CKK) += dy (OC, ld) * col^T (ld, CKK) */
+                nb_sgemm_nt(g.OC, CKK, ld, dyn, ld, c, ld, 1.0f, my_dw, CKK);
             }
-            if (my_db) nb_conv_sum_planes(dyn, g.OC, OHW, my_db);
+            if (my_db) nb_conv_sum_planes(dyn, g.OC, ld, my_db);
             if (dx) {
-                float *dxn = dx + (size_t)n * g.C * g.H * g.W;
+                float *dxn = dx + (size_t)n0 * g.C * g.H * g.W;
                 if (pointwise) {
                     /* dx_n (C, HW) (+)= w^T (C, OC) * dy_n (OC, HW) */
                     nb_sgemm_nn(CKK, OHW, g.OC, w->data, 1, CKK, dyn, OHW, dx_fresh ? 0.0f : 1.0f, dxn, OHW);
                 } else {
-                    if (dx_fresh) memset(dxn, 0, sizeof(float) * (size_t)g.C * g.H * g.W);
-                    /* dcol (CKK, OHW) = w^T (CKK, OC) * dy_n (OC, OHW) */
-                    nb_sgemm_nn(CKK, OHW, g.OC, w->data, 1, CKK, dyn, OHW, 0.0f, dcol, OHW);
-                    col2im_add(&g, dcol, dxn);
+                    if (dx_fresh) memset(dxn, 0, sizeof(float) * (size_t)nb * g.C * g.H * g.W);
+                    /* dcol (CKK, ld) = w^T (CKK, OC) * dy (OC, ld) */
+                    nb_sgemm_nn(CKK, ld, g.OC, w->data, 1, CKK, dyn, ld, 0.0f, dcol, ld);
+                    for (int i = 0; i < nb; i++)
+                        col2im_add(&g, dcol + (size_t)i * OHW, (size_t)ld, dxn + (size_t)i * g.C * g.H * g.W);
                 }
             }
         }

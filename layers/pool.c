@@ -1,55 +1,83 @@
 /* maxpool2d, global average pooling, flatten, and the option-A shortcut. */
 #include <float.h>
+#include <omp.h>
 #include <string.h>
 
 #include "internal.h"
 
+/* The forward keeps, per output, which tap of its window won (16 bits:
+ * kh * k + kw from the window's clamped corner), the first maximal tap in
+ * row-major order as PyTorch's CPU kernel picks it. */
 typedef struct {
-    int32_t *argmax; /* (N, C, OH, OW) flat index into the (H, W) plane, -1 if none */
+    int k, stride, pad;
+    uint16_t *tap;
 } maxpool_saved;
+
+/* Tap range [lo, hi) of output position o along an axis of size n. */
+static inline void pool_range(int o, int k, int stride, int pad, int n, int *lo, int *hi) {
+    const int a = o * stride - pad;
+    *lo = a < 0 ? 0 : a;
+    *hi = a + k < n ? a + k : n;
+}
 
 nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
     char s1[64];
-    NB_ASSERT(x->ndim == 4 && k >= 1 && stride >= 1 && pad >= 0 && pad <= k / 2,
+    NB_ASSERT(x->ndim == 4 && k >= 1 && k <= 255 && stride >= 1 && pad >= 0 && pad <= k / 2,
               "maxpool2d: input %s k %d stride %d pad %d", NB_SHAPE(x, s1), k, stride, pad);
     const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int OH = (H + 2 * pad - k) / stride + 1, OW = (W + 2 * pad - k) / stride + 1;
     NB_ASSERT(OH > 0 && OW > 0, "maxpool2d: input %s too small for k %d", NB_SHAPE(x, s1), k);
     nb_tensor *y = nb_tape_tensor(t, 4, (int[]){N, C, OH, OW});
     const int rec = nb_tape_wants(t, x, NULL, NULL);
-    int32_t *am = rec ? nb_tape_scratch(t, sizeof(int32_t) * y->numel) : NULL;
-    NB_ASSERT(y && (!rec || am), "maxpool2d: %s", nb_last_error());
-#pragma omp parallel for schedule(static) num_threads(nb_get_threads())
-    for (int nc = 0; nc < N * C; nc++) {
-        const float *xp = x->data + (size_t)nc * H * W;
-        for (int oh = 0; oh < OH; oh++)
-            for (int ow = 0; ow < OW; ow++) {
-                float best = -FLT_MAX;
-                int bi = -1;
-                for (int kh = 0; kh < k; kh++) {
-                    int ih = oh * stride - pad + kh;
-                    if (ih < 0 || ih >= H) continue;
-                    for (int kw = 0; kw < k; kw++) {
-                        int iw = ow * stride - pad + kw;
-                        if (iw < 0 || iw >= W) continue;
-                        float v = xp[ih * W + iw];
-                        if (bi < 0 || v > best) {
-                            best = v;
-                            bi = ih * W + iw;
+    uint16_t *tap = rec ? nb_tape_scratch(t, sizeof(uint16_t) * y->numel) : NULL;
+    const nb_arena_mark mark = nb_tape_mark(t);
+    /* per thread, one output row's horizontal maxima and their columns */
+    float *rows = nb_tape_scratch(t, sizeof(float) * (size_t)nb_get_threads() * 2 * OW);
+    NB_ASSERT(y && rows && (!rec || tap), "maxpool2d: %s", nb_last_error());
+#pragma omp parallel num_threads(nb_get_threads())
+    {
+        float *best = rows + (size_t)omp_get_thread_num() * 2 * OW;
+        int *arg = (int *)(best + OW);
+#pragma omp for schedule(static)
+        for (int nc = 0; nc < N * C; nc++) {
+            const float *xp = x->data + (size_t)nc * H * W;
+            float *yp = y->data + (size_t)nc * OH * OW;
+            uint16_t *tp = tap ? tap + (size_t)nc * OH * OW : NULL;
+            for (int oh = 0; oh < OH; oh++) {
+                int h0, h1;
+                pool_range(oh, k, stride, pad, H, &h0, &h1);
+                /* pad <= k / 2 keeps every window inside the image. Row by
+                 * row, a strictly greater value replaces the best: the first
+                 * maximal tap in row-major order wins. */
+                for (int ih = h0; ih < h1; ih++) {
+                    const float *xr = xp + (size_t)ih * W;
+                    for (int ow = 0; ow < OW; ow++) {
+                        int w0, w1;
+                        pool_range(ow, k, stride, pad, W, &w0, &w1);
+                        float b = ih == h0 ? xr[w0] : best[ow];
+                        int a = ih == h0 ? 0 : arg[ow];
+                        for (int iw = ih == h0 ? w0 + 1 : w0; iw < w1; iw++) {
+                            const int gt = xr[iw] > b;
+                            b = gt ? xr[iw] : b;
+                            a = gt ? (ih - h0) * k + iw - w0 : a;
                         }
+                        best[ow] = b;
+                        arg[ow] = a;
                     }
                 }
-                size_t o = ((size_t)nc * OH + oh) * OW + ow;
-                y->data[o] = best;
-                if (am) am[o] = bi;
+                memcpy(yp + (size_t)oh * OW, best, sizeof(float) * (size_t)OW);
+                if (tp)
+                    for (int ow = 0; ow < OW; ow++) tp[oh * OW + ow] = (uint16_t)arg[ow];
             }
+        }
     }
+    nb_tape_release(t, mark);
     if (rec) {
         nb_node *node = nb_tape_record(t, &nb_op_table[NB_OP_MAXPOOL2D], y, x, NULL, NULL);
-        maxpool_saved *s = nb_tape_scratch(t, sizeof *s);
-        NB_ASSERT(node && s, "maxpool2d: %s", nb_last_error());
-        s->argmax = am;
-        node->saved = s;
+        maxpool_saved *sv = nb_tape_scratch(t, sizeof *sv);
+        NB_ASSERT(node && sv, "maxpool2d: %s", nb_last_error());
+        *sv = (maxpool_saved){k, stride, pad, tap};
+        node->saved = sv;
     }
     return y;
 }
@@ -57,16 +85,26 @@ nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
 void nb_maxpool2d_backward(nb_tape *t, nb_node *node) {
     nb_tensor *x = node->in[0], *y = node->out;
     if (!x->requires_grad) return;
-    const maxpool_saved *s = node->saved;
-    const int NC = x->shape[0] * x->shape[1], HW = x->shape[2] * x->shape[3];
-    const int OHW = y->shape[2] * y->shape[3];
+    const maxpool_saved *sv = node->saved;
+    const int NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int OH = y->shape[2], OW = y->shape[3], k = sv->k;
     float *dx = nb_tape_grad(t, x);
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
-    for (int nc = 0; nc < NC; nc++)
-        for (int o = 0; o < OHW; o++) {
-            int32_t i = s->argmax[(size_t)nc * OHW + o];
-            if (i >= 0) dx[(size_t)nc * HW + i] += y->grad[(size_t)nc * OHW + o];
+    for (int nc = 0; nc < NC; nc++) {
+        const uint16_t *tp = sv->tap + (size_t)nc * OH * OW;
+        const float *gp = y->grad + (size_t)nc * OH * OW;
+        float *dp = dx + (size_t)nc * H * W;
+        for (int oh = 0; oh < OH; oh++) {
+            int h0, h1;
+            pool_range(oh, k, sv->stride, sv->pad, H, &h0, &h1);
+            for (int ow = 0; ow < OW; ow++) {
+                int w0, w1;
+                pool_range(ow, k, sv->stride, sv->pad, W, &w0, &w1);
+                const int a = tp[oh * OW + ow];
+                dp[(h0 + a / k) * W + w0 + a % k] += gp[oh * OW + ow];
+            }
         }
+    }
 }
 
 nb_tensor *nb_global_avgpool(nb_tape *t, nb_tensor *x) {

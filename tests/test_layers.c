@@ -315,6 +315,52 @@ static nb_tensor *shortcut_fn(nb_tape *t, nb_tensor **in, void *user) {
     return nb_shortcut_pad(t, in[0], 2, 7);
 }
 
+/* Max-pooling with ties (ReLU outputs are mostly zeros): the gradient of
+ * each window goes to the first maximal tap in scan order, once; against a
+ * naive loop, for the ResNet stem's 3x3/2 pad 1 and a 2x2/2. */
+START_TEST(test_maxpool_ties) {
+    nb_rng r;
+    nb_rng_seed(&r, 61, 0);
+    const int N = 2, C = 3, H = 9, W = 8;
+    nb_tensor *x = nb_tensor_new(4, (int[]){N, C, H, W});
+    for (size_t i = 0; i < x->numel; i++) x->data[i] = (float)nb_rng_below(&r, 3) * 0.5f; /* 0, 0.5, 1 */
+    x->requires_grad = 1;
+    const int params[][3] = {{3, 2, 1}, {2, 2, 0}};
+    for (int pi = 0; pi < 2; pi++) {
+        const int k = params[pi][0], st = params[pi][1], pad = params[pi][2];
+        nb_tape *t = nb_tape_new();
+        nb_tensor *y = nb_maxpool2d(t, x, k, st, pad);
+        const int OH = y->shape[2], OW = y->shape[3];
+        float *seed = malloc(sizeof(float) * y->numel);
+        for (size_t i = 0; i < y->numel; i++) seed[i] = 1.0f + (float)i;
+        ck_assert_int_eq(nb_backward_seed(t, y, seed), NB_OK);
+        double *want = calloc(x->numel, sizeof(double));
+        for (int nc = 0; nc < N * C; nc++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    int bi = -1;
+                    float best = 0.0f;
+                    for (int kh = 0; kh < k; kh++)
+                        for (int kw = 0; kw < k; kw++) {
+                            const int ih = oh * st - pad + kh, iw = ow * st - pad + kw;
+                            if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
+                            const float v = x->data[(size_t)nc * H * W + ih * W + iw];
+                            if (bi < 0 || v > best) best = v, bi = ih * W + iw;
+                        }
+                    const size_t o = ((size_t)nc * OH + oh) * OW + ow;
+                    ck_assert_float_eq(y->data[o], best);
+                    want[(size_t)nc * H * W + bi] += seed[o];
+                }
+        for (size_t i = 0; i < x->numel; i++) ck_assert_float_eq(x->grad[i], (float)want[i]);
+        free(want);
+        free(seed);
+        nb_tape_free(t);
+        x->grad = NULL;
+    }
+    nb_tensor_free(x);
+}
+END_TEST
+
 START_TEST(test_simple_ops_gradcheck) {
     nb_rng r;
     nb_rng_seed(&r, 6, 0);
@@ -590,6 +636,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_batchnorm_gradcheck);
     tcase_add_test(tc, test_batchnorm_semantics);
     tcase_add_test(tc, test_simple_ops_gradcheck);
+    tcase_add_test(tc, test_maxpool_ties);
     tcase_add_test(tc, test_cross_entropy);
     tcase_add_test(tc, test_distill_loss);
     tcase_add_test(tc, test_residual_accumulates);
