@@ -109,20 +109,23 @@ void nb_bn_dx_plane(const nb_bn_dx_consts *q, const float *x, const float *dy, c
     }
 }
 
-nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
-                          float *running_mean, float *running_var, const nb_bn_params *p) {
-    char s1[64];
+/* y = bn(x), relu(bn(x)) or, with a shortcut sc, relu(bn(x) + sc). */
+static nb_tensor *bn_forward(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, float *running_mean,
+                             float *running_var, const nb_bn_params *p, nb_tensor *sc) {
+    char s1[64], s2[64];
     NB_ASSERT(x->ndim == 4, "batchnorm2d: input %s is not (N, C, H, W)", NB_SHAPE(x, s1));
     const int N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
     NB_ASSERT(gamma->numel == (size_t)C && beta->numel == (size_t)C,
               "batchnorm2d: %d channels, gamma %zu, beta %zu", C, gamma->numel, beta->numel);
+    NB_ASSERT(!sc || nb_tensor_same_shape(x, sc), "batchnorm2d_add_relu: input %s and shortcut %s differ",
+              NB_SHAPE(x, s1), NB_SHAPE(sc, s2));
     nb_tensor *y = nb_tape_tensor(t, 4, x->shape);
     float *mean = nb_tape_scratch(t, sizeof(float) * (size_t)C);
     float *invstd = nb_tape_scratch(t, sizeof(float) * (size_t)C);
     NB_ASSERT(y && mean && invstd, "batchnorm2d: %s", nb_last_error());
     NB_ASSERT(!p->training || (size_t)N * HW > 1,
               "batchnorm2d: training needs more than one value per channel, got input %s", NB_SHAPE(x, s1));
-    const int relu = p->relu;
+    const int relu = sc || p->relu;
 
 #pragma omp parallel for schedule(static) num_threads(nb_get_threads())
     for (int c = 0; c < C; c++) {
@@ -131,7 +134,14 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
         for (int n = 0; n < N; n++) {
             const float *xp = x->data + ((size_t)n * C + c) * HW;
             float *yp = y->data + ((size_t)n * C + c) * HW;
-            if (relu) {
+            if (sc) { /* as add_relu(bn(x), sc): the batchnorm rounded first */
+                const float *sp = sc->data + ((size_t)n * C + c) * HW;
+#pragma omp simd
+                for (int i = 0; i < HW; i++) {
+                    const float v = xp[i] * a + b, u = v + sp[i];
+                    yp[i] = u > 0.0f ? u : 0.0f;
+                }
+            } else if (relu) {
 #pragma omp simd
                 for (int i = 0; i < HW; i++) yp[i] = nb_bn_relu(xp[i], a, b);
             } else {
@@ -141,14 +151,48 @@ nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor 
         }
     }
 
-    if (nb_tape_wants(t, x, gamma, beta)) {
-        nb_node *node = nb_tape_record(t, &nb_op_table[NB_OP_BATCHNORM2D], y, x, gamma, beta);
+    if (nb_tape_wants(t, x, gamma, beta) || (sc && sc->requires_grad)) {
+        nb_node *node = nb_tape_record(t, &nb_op_table[sc ? NB_OP_BN_ADD_RELU : NB_OP_BATCHNORM2D], y, x, gamma, beta);
         bn_saved *s = nb_tape_scratch(t, sizeof *s);
         NB_ASSERT(node && s, "batchnorm2d: %s", nb_last_error());
         *s = (bn_saved){mean, invstd, p->training, relu};
         node->saved = s;
+        node->in[3] = sc;
     }
     return y;
+}
+
+nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
+                          float *running_mean, float *running_var, const nb_bn_params *p) {
+    return bn_forward(t, x, gamma, beta, running_mean, running_var, p, NULL);
+}
+
+nb_tensor *nb_batchnorm2d_add_relu(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, float *running_mean,
+                                   float *running_var, const nb_bn_params *p, nb_tensor *sc) {
+    NB_ASSERT(sc, "batchnorm2d_add_relu: no shortcut");
+    return bn_forward(t, x, gamma, beta, running_mean, running_var, p, sc);
+}
+
+/* The shortcut's gradient first: dy masked by y > 0. When the shortcut has
+ * no gradient yet, it takes over dy's buffer and the mask is applied in
+ * place; the batchnorm's backward then reads the masked values and masks
+ * them again (a no-op). */
+void nb_batchnorm2d_add_relu_backward(nb_tape *t, nb_node *node) {
+    nb_tensor *sc = node->in[3], *y = node->out;
+    int moved = 0;
+    if (sc->requires_grad) {
+        float *dy = y->grad;
+        int fresh;
+        /* not in place when sc is also the batchnorm's input: its dx adds there */
+        float *dsc = sc == node->in[0] ? nb_tape_grad_fresh(t, sc, &fresh) : nb_tape_grad_inplace(t, y, sc, &fresh);
+        nb_masked_grad(dsc, fresh, y->data, dy, y->numel);
+        if (!y->grad) { /* the buffer moved to sc: read the masked dy from there */
+            y->grad = dsc;
+            moved = 1;
+        }
+    }
+    nb_batchnorm2d_backward(t, node);
+    if (moved) y->grad = NULL; /* sc's now; the walk must not hand it back */
 }
 
 void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {

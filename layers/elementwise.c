@@ -27,8 +27,7 @@ nb_tensor *nb_relu(nb_tape *t, nb_tensor *x, int inplace) {
     return y;
 }
 
-/* d (+)= dy where y > 0: the backward of relu and of add_relu. */
-static void masked_grad(float *d, int fresh, const float *y, const float *dy, size_t n) {
+void nb_masked_grad(float *d, int fresh, const float *y, const float *dy, size_t n) {
     if (fresh) {
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) {
@@ -50,7 +49,7 @@ void nb_relu_backward(nb_tape *t, nb_node *node) {
     /* Reads the output (x may have been overwritten in place). */
     int fresh;
     float *dx = nb_tape_grad_fresh(t, x, &fresh);
-    masked_grad(dx, fresh, y->data, y->grad, y->numel);
+    nb_masked_grad(dx, fresh, y->data, y->grad, y->numel);
 }
 
 static nb_tensor *add_op(nb_tape *t, nb_tensor *a, nb_tensor *b, int relu) {
@@ -86,8 +85,8 @@ nb_tensor *nb_add_relu(nb_tape *t, nb_tensor *a, nb_tensor *b) { return add_op(t
 static void add_relu_backward_both(float *d0, int f0, float *d1, int f1, const float *y, const float *dy,
                                    size_t n) {
     if (f0 != f1 || d0 == d1) {
-        masked_grad(d0, f0, y, dy, n);
-        masked_grad(d1, f1, y, dy, n);
+        nb_masked_grad(d0, f0, y, dy, n);
+        nb_masked_grad(d1, f1, y, dy, n);
     } else if (f0) {
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) {
@@ -121,7 +120,7 @@ static void add_backward(nb_tape *t, nb_node *node, int relu) {
         int fresh;
         float *d = nb_tape_grad_fresh(t, in, &fresh);
         if (relu) {
-            masked_grad(d, fresh, y, dy, n);
+            nb_masked_grad(d, fresh, y, dy, n);
         } else if (fresh) {
 #pragma omp parallel for simd schedule(static) num_threads(nb_get_threads()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++) d[i] = dy[i];

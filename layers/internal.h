@@ -18,6 +18,7 @@ typedef enum {
     NB_OP_CROSS_ENTROPY,
     NB_OP_DISTILL,
     NB_OP_BN_RELU_LSQ,
+    NB_OP_BN_ADD_RELU,
     NB_OP_COUNT
 } nb_op;
 
@@ -27,6 +28,7 @@ void nb_conv2d_backward(nb_tape *t, nb_node *n);
 void nb_conv2d_describe(const nb_node *n, char *buf, size_t len);
 void nb_linear_backward(nb_tape *t, nb_node *n);
 void nb_batchnorm2d_backward(nb_tape *t, nb_node *n);
+void nb_batchnorm2d_add_relu_backward(nb_tape *t, nb_node *n);
 void nb_relu_backward(nb_tape *t, nb_node *n);
 void nb_add_backward(nb_tape *t, nb_node *n);
 void nb_add_relu_backward(nb_tape *t, nb_node *n);
@@ -105,6 +107,10 @@ nb_bn_dx_consts nb_bn_channel_grads(double sdy, double sdyx, float m, float is, 
  * NULL: dy); fresh: write instead of adding. */
 void nb_bn_dx_plane(const nb_bn_dx_consts *k, const float *x, const float *dy, const float *y, float *dx, int HW,
                     int fresh);
+
+/* d (+)= dy where y > 0 (fresh: =): the backward of relu, add_relu and
+ * batchnorm + add + relu. */
+void nb_masked_grad(float *d, int fresh, const float *y, const float *dy, size_t n);
 
 /* Shape helper for asserts: "(2, 3, 4, 4)". */
 #define NB_SHAPE(t, buf) nb_shape_str((t), (buf), sizeof(buf))

@@ -240,6 +240,11 @@ nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int t
     return nb_batchnorm2d(t, x, m->weight, m->bias, m->running_mean->data, m->running_var->data, &p);
 }
 
+nb_tensor *nb_bn_add_relu_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, nb_tensor *sc, int training) {
+    const nb_bn_params p = bn_begin(m, training, 1);
+    return nb_batchnorm2d_add_relu(t, x, m->weight, m->bias, m->running_mean->data, m->running_var->data, &p, sc);
+}
+
 nb_tensor *nb_bn_relu_conv_module_forward(nb_bn_module *bn, nb_conv2d_module *conv, nb_tape *t, nb_tensor *x,
                                           int training) {
     const nb_hook *h = &conv->base.input_hook;

@@ -52,6 +52,13 @@ typedef struct {
 nb_tensor *nb_batchnorm2d(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
                           float *running_mean, float *running_var, const nb_bn_params *p);
 
+/* max(batchnorm(x) + sc, 0): the end of a residual block in one op. The
+ * batchnorm's own output is never stored (one activation less per block);
+ * the result equals nb_add_relu(nb_batchnorm2d(x), sc) bit for bit.
+ * p->relu is ignored. */
+nb_tensor *nb_batchnorm2d_add_relu(nb_tape *t, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, float *running_mean,
+                                   float *running_var, const nb_bn_params *p, nb_tensor *sc);
+
 /* Learned quantizers (ALGORITHMS.md §4; quant/lsq.c has the formulas and
  * gradients): LSQ's step size s, LSQ+'s step size and offset β, PACT's
  * clipping level α (s = α / qmax). */
@@ -221,6 +228,8 @@ nb_tensor *nb_conv2d_module_forward(nb_conv2d_module *m, nb_tape *t, nb_tensor *
 nb_tensor *nb_linear_module_forward(nb_linear_module *m, nb_tape *t, nb_tensor *x);
 /* relu: fuse max(y, 0) (BN followed by ReLU, one pass). */
 nb_tensor *nb_bn_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, int training, int relu);
+/* max(bn(x) + sc, 0) (nb_batchnorm2d_add_relu): a residual block's end. */
+nb_tensor *nb_bn_add_relu_module_forward(nb_bn_module *m, nb_tape *t, nb_tensor *x, nb_tensor *sc, int training);
 /* conv(max(bn(x), 0)) for a batchnorm whose output goes to conv alone: when
  * conv's input hook is a learned per-tensor quantizer for this pass (and
  * the model's fuse_quant is on) the batchnorm op applies it

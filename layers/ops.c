@@ -15,6 +15,7 @@ const nb_op_def nb_op_table[NB_OP_COUNT] = {
     [NB_OP_CROSS_ENTROPY] = {"cross_entropy", nb_cross_entropy_backward},
     [NB_OP_DISTILL] = {"distill", nb_distill_backward},
     [NB_OP_BN_RELU_LSQ] = {"batchnorm2d_relu_lsq", nb_batchnorm2d_relu_lsq_backward},
+    [NB_OP_BN_ADD_RELU] = {"batchnorm2d_add_relu", nb_batchnorm2d_add_relu_backward},
 };
 
 /* The array has NB_OP_COUNT slots whatever its initialisers say, so a

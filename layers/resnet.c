@@ -39,13 +39,13 @@ static nb_tensor *block_forward(basic_block *b, nb_tape *t, nb_tensor *x, int tr
      * bn1 (the stem's bn1 and the block-ending add feed a conv and a
      * shortcut, and stay apart) */
     h = nb_bn_relu_conv_module_forward(b->bn1, b->conv2, t, h, training);
-    h = nb_bn_module_forward(b->bn2, t, h, training, 0);
     nb_tensor *sc = x;
     if (b->down_conv)
         sc = nb_bn_module_forward(b->down_bn, t, nb_conv2d_module_forward(b->down_conv, t, x), training, 0);
     else if (b->pad_shortcut)
         sc = nb_shortcut_pad(t, x, b->stride, b->out_c);
-    return nb_add_relu(t, h, sc);
+    /* relu(bn2(h) + sc) in one op: bn2's output is not kept */
+    return nb_bn_add_relu_module_forward(b->bn2, t, h, sc, training);
 }
 
 static nb_tensor *resnet_forward(nb_model *m, nb_tape *t, nb_tensor *x) {

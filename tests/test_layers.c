@@ -232,6 +232,71 @@ START_TEST(test_batchnorm_gradcheck) {
 }
 END_TEST
 
+static int bn_fused; /* 1: the fused op, 0: batchnorm then add_relu */
+
+/* relu(bn(x) + sc), sc computed from its own input so that its gradient
+ * also accumulates (sc used twice: by the op and by the final add). */
+static nb_tensor *bn_add_relu_fn(nb_tape *t, nb_tensor **in, void *user) {
+    (void)user;
+    nb_bn_params p = {.momentum = 0.1f, .eps = 1e-5f, .training = bn_training, .relu = 0};
+    nb_tensor *sc = nb_relu(t, in[3], 0);
+    nb_tensor *y = bn_fused ? nb_batchnorm2d_add_relu(t, in[0], in[1], in[2], bn_rm, bn_rv, &p, sc)
+                            : nb_add_relu(t, nb_batchnorm2d(t, in[0], in[1], in[2], bn_rm, bn_rv, &p), sc);
+    return nb_add(t, y, sc);
+}
+
+/* batchnorm + add + relu in one op: the gradients check, and forward and
+ * every gradient equal the two-op form bit for bit, training and eval. */
+START_TEST(test_batchnorm_add_relu) {
+    nb_rng r;
+    nb_rng_seed(&r, 41, 0);
+    nb_tensor *in[4] = {randn(&r, 4, (int[]){3, 4, 5, 3}, 1), randn(&r, 1, (int[]){4}, 1),
+                        randn(&r, 1, (int[]){4}, 1), randn(&r, 4, (int[]){3, 4, 5, 3}, 1)};
+    for (bn_training = 1; bn_training >= 0; bn_training--) {
+        for (int c = 0; c < 4; c++) bn_rm[c] = 0.1f * (float)c, bn_rv[c] = 1.0f + 0.5f * (float)c;
+        bn_fused = 1;
+        expect_gradcheck(bn_add_relu_fn, NULL, in, 4, 1e-3, 2e-2);
+        float *got[2][5] = {{0}};
+        for (bn_fused = 0; bn_fused <= 1; bn_fused++) {
+            for (int c = 0; c < 4; c++) bn_rm[c] = 0.1f * (float)c, bn_rv[c] = 1.0f + 0.5f * (float)c;
+            nb_tape *t = nb_tape_new();
+            nb_tensor *g[2] = {nb_tensor_new(1, (int[]){4}), nb_tensor_new(1, (int[]){4})};
+            in[1]->grad = g[0]->data, in[1]->is_param = 1;
+            in[2]->grad = g[1]->data, in[2]->is_param = 1;
+            nb_tensor_fill(g[0], 0.0f);
+            nb_tensor_fill(g[1], 0.0f);
+            nb_tensor *y = bn_add_relu_fn(t, in, NULL);
+            float *seed = malloc(sizeof(float) * y->numel);
+            nb_rng_seed(&r, 41, 1); /* the same upstream gradient both times */
+            for (size_t i = 0; i < y->numel; i++) seed[i] = (float)nb_rng_uniform(&r) - 0.5f;
+            ck_assert_int_eq(nb_backward_seed(t, y, seed), NB_OK);
+            got[bn_fused][0] = malloc(sizeof(float) * y->numel);
+            memcpy(got[bn_fused][0], y->data, sizeof(float) * y->numel);
+            got[bn_fused][1] = malloc(sizeof(float) * y->numel);
+            memcpy(got[bn_fused][1], in[0]->grad, sizeof(float) * y->numel);
+            got[bn_fused][2] = malloc(sizeof(float) * y->numel);
+            memcpy(got[bn_fused][2], in[3]->grad, sizeof(float) * y->numel);
+            got[bn_fused][3] = malloc(sizeof(float) * 8);
+            memcpy(got[bn_fused][3], g[0]->data, sizeof(float) * 4);
+            memcpy(got[bn_fused][3] + 4, g[1]->data, sizeof(float) * 4);
+            for (int k = 0; k < 4; k++) in[k]->grad = NULL, in[k]->is_param = 0;
+            free(seed);
+            nb_tensor_free(g[0]);
+            nb_tensor_free(g[1]);
+            nb_tape_free(t);
+        }
+        const size_t n = in[0]->numel, sizes[4] = {n, n, n, 8};
+        for (int k = 0; k < 4; k++) {
+            ck_assert_msg(memcmp(got[0][k], got[1][k], sizeof(float) * sizes[k]) == 0, "array %d differs", k);
+            free(got[0][k]);
+            free(got[1][k]);
+        }
+    }
+    bn_training = 0;
+    free_all(in, 4);
+}
+END_TEST
+
 START_TEST(test_batchnorm_semantics) {
     nb_rng r;
     nb_rng_seed(&r, 5, 0);
@@ -635,6 +700,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_linear_gradcheck);
     tcase_add_test(tc, test_batchnorm_gradcheck);
     tcase_add_test(tc, test_batchnorm_semantics);
+    tcase_add_test(tc, test_batchnorm_add_relu);
     tcase_add_test(tc, test_simple_ops_gradcheck);
     tcase_add_test(tc, test_maxpool_ties);
     tcase_add_test(tc, test_cross_entropy);
