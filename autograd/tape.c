@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* Gradient buffers of non-parameter tensors come from a pool of blocks
- * reused by exact size. A tensor's gradient is complete once the node that
+ * reused best-fit. A tensor's gradient is complete once the node that
  * produced it runs backward (every consumer comes later on the tape), so the
  * walk hands it back right after: peak memory holds a few gradients, not
  * one per activation. */
@@ -166,14 +166,33 @@ nb_node *nb_tape_record(nb_tape *t, const nb_op_def *op, nb_tensor *out, nb_tens
     return n;
 }
 
+/* The smallest free block that holds `bytes` (a later stage's smaller
+ * gradients reuse the first stage's blocks: the pool holds about as many
+ * blocks as gradients are live at once, not that many per size), else a
+ * new block. The same sequence of requests makes the same choices, so a
+ * step of the same shape allocates nothing new. */
 static float *pool_get(nb_tape *t, size_t bytes) {
+    pool_block *best = NULL;
     for (size_t i = 0; i < t->n_blocks; i++) {
         pool_block *b = &t->blocks[i];
-        if (!b->in_use && b->bytes == bytes) {
-            b->in_use = 1;
-            return b->data;
-        }
+        if (!b->in_use && b->bytes >= bytes && (!best || b->bytes < best->bytes)) best = b;
     }
+    if (best) {
+        best->in_use = 1;
+        return best->data;
+    }
+    /* Free blocks too small for this request go back to the system: the
+     * backward meets the small gradients (late stages) first, and would
+     * otherwise keep them beside the large ones for good. */
+    size_t kept = 0;
+    for (size_t i = 0; i < t->n_blocks; i++) {
+        if (!t->blocks[i].in_use) {
+            nb_free(t->blocks[i].data);
+            continue;
+        }
+        t->blocks[kept++] = t->blocks[i];
+    }
+    t->n_blocks = kept;
     if (t->n_blocks == t->cap_blocks) {
         size_t cap = t->cap_blocks ? 2 * t->cap_blocks : 32;
         pool_block *nb = nb_realloc(t->blocks, cap * sizeof *nb);
