@@ -34,14 +34,20 @@ enum { CHUNK_FLT = 2048 }; /* chunk size: about CHUNK_FLT / (C + OC) tiles */
 enum { DW_SCALE = 4 };     /* the filter gradient's chunks are 4x longer */
 enum { MIN_TILES = 32 };   /* GEMMs at least 32 wide: one AVX-512 tile of columns */
 
-static int wino_enabled(void) {
+/* NB_CONV: unset or "winograd" (the default choice per shape), "direct"
+ * (no Winograd: shifted GEMMs for stride-1 "same" convolutions) or
+ * "im2col" (every convolution by im2col + GEMM). For comparisons and
+ * tests. */
+int nb_conv_env(void) {
     static int v = -1;
     if (v < 0) {
         const char *e = getenv("NB_CONV");
-        v = !(e && !strcmp(e, "direct"));
+        v = !e || !*e || !strcmp(e, "winograd") ? 0 : !strcmp(e, "direct") ? 1 : !strcmp(e, "im2col") ? 2 : 0;
     }
     return v;
 }
+
+static int wino_enabled(void) { return nb_conv_env() == 0; }
 
 int nb_conv_wino_applies(const conv_geom *g) {
     return wino_enabled() && g->KH == 3 && g->KW == 3 && g->stride == 1 && g->pad == 1 && g->C >= 8 && g->OC >= 8;

@@ -45,6 +45,10 @@ typedef struct {
     int C, H, W, OC, KH, KW, OH, OW, stride, pad;
 } conv_geom;
 
+/* The NB_CONV override: 0 none, 1 "direct" (no Winograd), 2 "im2col"
+ * (im2col + GEMM for every convolution). */
+int nb_conv_env(void);
+
 /* Stride-1 "same" convolutions (odd square kernel, pad = (K - 1) / 2, K > 1)
  * run as K*K shifted GEMMs over a zero-padded copy of each image instead of
  * im2col (layers/conv2d_same.c). x (N, C, H, W), w (OC, C, K, K), b (OC) or
