@@ -20,6 +20,68 @@ static inline void pool_range(int o, int k, int stride, int pad, int n, int *lo,
     *hi = a + k < n ? a + k : n;
 }
 
+/* The ResNet stem's pool (3x3, stride 2, pad 1, even width W = 2 OW), one
+ * input row r of the window: output ow sees columns 2ow - 1, 2ow, 2ow + 1,
+ * i.e. od[ow - 1], ev[ow], od[ow] of the row split into even and odd
+ * columns, which the loop over ow reads contiguously (vectorised). Same
+ * rule and tap numbering as the general loop: a strictly greater value
+ * wins, tap = r * 3 + column - (clamped) first column. */
+static void pool_row_k3s2(const float *xr, int OW, int r, float *restrict ev, float *restrict od,
+                          float *restrict best, int *restrict arg) {
+    for (int j = 0; j < OW; j++) {
+        ev[j] = xr[2 * j];
+        od[j] = xr[2 * j + 1];
+    }
+    /* ow = 0: the window starts at column 0 (columns 0, 1) */
+    {
+        float b = r == 0 ? ev[0] : best[0];
+        int a = r == 0 ? 0 : arg[0];
+        if (r > 0 && ev[0] > b) b = ev[0], a = r * 3;
+        if (od[0] > b) b = od[0], a = r * 3 + 1;
+        best[0] = b;
+        arg[0] = a;
+    }
+    /* ow >= 1, four at a time in GCC vector types (SSE2 on x86-64) */
+    typedef float v4f __attribute__((vector_size(16)));
+    typedef int v4i __attribute__((vector_size(16)));
+    const int base = r * 3;
+    int ow = 1;
+    for (; ow + 4 <= OW; ow += 4) {
+        v4f c0, c1, c2, b;
+        v4i a;
+        memcpy(&c0, od + ow - 1, sizeof c0);
+        memcpy(&c1, ev + ow, sizeof c1);
+        memcpy(&c2, od + ow, sizeof c2);
+        if (r == 0) {
+            b = c0;
+            a = (v4i){0, 0, 0, 0};
+        } else {
+            memcpy(&b, best + ow, sizeof b);
+            memcpy(&a, arg + ow, sizeof a);
+            v4i m = c0 > b;
+            a = (m & base) | (~m & a);
+            b = (v4f)((m & (v4i)c0) | (~m & (v4i)b));
+        }
+        v4i m = c1 > b;
+        a = (m & (base + 1)) | (~m & a);
+        b = (v4f)((m & (v4i)c1) | (~m & (v4i)b));
+        m = c2 > b;
+        a = (m & (base + 2)) | (~m & a);
+        b = (v4f)((m & (v4i)c2) | (~m & (v4i)b));
+        memcpy(best + ow, &b, sizeof b);
+        memcpy(arg + ow, &a, sizeof a);
+    }
+    for (; ow < OW; ow++) {
+        const float c[3] = {od[ow - 1], ev[ow], od[ow]};
+        float b = r == 0 ? c[0] : best[ow];
+        int a = r == 0 ? 0 : arg[ow];
+        for (int j = r == 0 ? 1 : 0; j < 3; j++)
+            if (c[j] > b) b = c[j], a = base + j;
+        best[ow] = b;
+        arg[ow] = a;
+    }
+}
+
 nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
     char s1[64];
     NB_ASSERT(x->ndim == 4 && k >= 1 && k <= 255 && stride >= 1 && pad >= 0 && pad <= k / 2,
@@ -31,13 +93,16 @@ nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
     const int rec = nb_tape_wants(t, x, NULL, NULL);
     uint16_t *tap = rec ? nb_tape_scratch(t, sizeof(uint16_t) * y->numel) : NULL;
     const nb_arena_mark mark = nb_tape_mark(t);
-    /* per thread, one output row's horizontal maxima and their columns */
-    float *rows = nb_tape_scratch(t, sizeof(float) * (size_t)nb_get_threads() * 2 * OW);
+    /* per thread, one output row's maxima and winning taps so far (and
+     * for the fast path an input row's even and odd columns) */
+    const int fast = k == 3 && stride == 2 && pad == 1 && W == 2 * OW;
+    float *rows = nb_tape_scratch(t, sizeof(float) * (size_t)nb_get_threads() * 4 * OW);
     NB_ASSERT(y && rows && (!rec || tap), "maxpool2d: %s", nb_last_error());
 #pragma omp parallel num_threads(nb_get_threads())
     {
-        float *best = rows + (size_t)omp_get_thread_num() * 2 * OW;
+        float *best = rows + (size_t)omp_get_thread_num() * 4 * OW;
         int *arg = (int *)(best + OW);
+        float *ev = best + 2 * OW, *od = best + 3 * OW;
 #pragma omp for schedule(static)
         for (int nc = 0; nc < N * C; nc++) {
             const float *xp = x->data + (size_t)nc * H * W;
@@ -51,6 +116,10 @@ nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
                  * maximal tap in row-major order wins. */
                 for (int ih = h0; ih < h1; ih++) {
                     const float *xr = xp + (size_t)ih * W;
+                    if (fast) {
+                        pool_row_k3s2(xr, OW, ih - h0, ev, od, best, arg);
+                        continue;
+                    }
                     for (int ow = 0; ow < OW; ow++) {
                         int w0, w1;
                         pool_range(ow, k, stride, pad, W, &w0, &w1);
