@@ -144,7 +144,9 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
     NB_ASSERT(y, "conv2d: %s", nb_last_error());
     const float *bd = b ? b->data : NULL;
     const nb_arena_mark scratch = nb_tape_mark(t); /* the paths' scratch ends with the call */
-    if (nb_conv_wino_applies(&g))
+    if (nb_conv_dense_applies(&g))
+        nb_conv_dense_forward(t, &g, N, x->data, w->data, bd, y->data);
+    else if (nb_conv_wino_applies(&g))
         nb_conv_wino_forward(t, &g, N, x->data, w->data, bd, y->data);
     else if (nb_conv_same_applies(&g))
         nb_conv_same_forward(t, &g, N, x->data, w->data, bd, y->data);
@@ -166,7 +168,8 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
 /* "conv2d 3x3/2 64->128 32x32 im2col": kernel/stride, channels, input size, path */
 void nb_conv2d_describe(const nb_node *node, char *buf, size_t len) {
     const conv_geom *g = &((const conv_saved *)node->saved)->g;
-    const char *path = nb_conv_wino_applies(g) ? "winograd"
+    const char *path = nb_conv_dense_applies(g) ? "dense"
+                       : nb_conv_wino_applies(g) ? "winograd"
                        : nb_conv_same_applies(g) ? "shifted"
                        : is_pointwise(g)         ? "gemm"
                                                  : "im2col";
@@ -185,6 +188,10 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &dx_fresh) : NULL;
     float *dw = w->requires_grad ? nb_tape_grad(t, w) : NULL;
     float *db = (b && b->requires_grad) ? nb_tape_grad(t, b) : NULL;
+    if (nb_conv_dense_applies(&g)) {
+        nb_conv_dense_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
+        return;
+    }
     if (nb_conv_wino_applies(&g)) {
         nb_conv_wino_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
         return;

@@ -69,6 +69,15 @@ void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
 void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                            const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
+/* 3x3 stride-1 pad-1 convolutions on maps of at most 2x2 as one dense
+ * (OC*H*W, C*H*W) matrix (layers/conv2d_dense.c) unless NB_CONV is set;
+ * same arguments as nb_conv_same_*. */
+int nb_conv_dense_applies(const conv_geom *g);
+void nb_conv_dense_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                           const float *b, float *y);
+void nb_conv_dense_backward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
+                            const float *dy, float *dx, int dx_fresh, float *dw, float *db);
+
 /* Per-image bias helpers shared by the convolution paths:
  * y (OC, HW) += b[oc]; acc[oc] += sum of dy's plane oc. */
 static inline void nb_conv_add_bias(float *y, const float *b, int OC, int HW) {

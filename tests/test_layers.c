@@ -47,7 +47,10 @@ static const conv_case conv_cases[] = {
     {4, 64, 6, 6, 64, 3, 1, 1, 0}, /* Winograd: chunks that span images, a short last one */
     {2, 8, 5, 19, 8, 3, 1, 1, 0},  /* Winograd: rows of 10 tiles (a full and a partial 8) */
     {2, 3, 9, 9, 16, 3, 1, 1, 0},  /* 3 input channels: the shifted-GEMM path, not Winograd */
-    {3, 16, 2, 2, 24, 3, 1, 1, 1}, /* Winograd at 2x2 maps, one tile per image: filter gradient by point */
+    {3, 16, 2, 2, 24, 3, 1, 1, 1}, /* 3x3 on a 2x2 map: the dense-matrix path */
+    {2, 5, 1, 2, 3, 3, 1, 1, 1},   /* dense path, 1x2 map (taps outside a window) */
+    {5, 6, 1, 1, 4, 3, 1, 1, 0},   /* dense path, 1x1 map: the centre tap alone */
+    {3, 16, 4, 4, 24, 3, 1, 1, 1}, /* Winograd at 4x4 maps: the filter gradient by transform point */
     {8, 4, 6, 6, 6, 3, 2, 1, 1},   /* stride 2, 3x3 outputs: im2col GEMMs over groups of 2 images */
     {9, 5, 4, 4, 7, 1, 2, 0, 0},   /* 1x1 stride 2 in groups of 2 images, the last group short */
 };
