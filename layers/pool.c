@@ -1,5 +1,4 @@
 /* maxpool2d, global average pooling, flatten, and the option-A shortcut. */
-#include <float.h>
 #include <omp.h>
 #include <string.h>
 
@@ -85,7 +84,8 @@ static void pool_row_k3s2(const float *xr, int OW, int r, float *restrict ev, fl
 nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
     char s1[64];
     NB_ASSERT(x->ndim == 4 && k >= 1 && k <= 255 && stride >= 1 && pad >= 0 && pad <= k / 2,
-              "maxpool2d: input %s k %d stride %d pad %d", NB_SHAPE(x, s1), k, stride, pad);
+              "maxpool2d: input %s k %d stride %d pad %d (k 1..255, pad <= k / 2)", NB_SHAPE(x, s1), k, stride,
+              pad);
     const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int OH = (H + 2 * pad - k) / stride + 1, OW = (W + 2 * pad - k) / stride + 1;
     NB_ASSERT(OH > 0 && OW > 0, "maxpool2d: input %s too small for k %d", NB_SHAPE(x, s1), k);
