@@ -114,10 +114,7 @@ int nb_cmd_bench(int argc, char **argv) {
         case 'P': profile = 1; break;
         case 'T':
             stem_set = 1;
-            if (!strcmp(optarg, "auto")) stem = NB_STEM_AUTO;
-            else if (!strcmp(optarg, "imagenet")) stem = NB_STEM_IMAGENET;
-            else if (!strcmp(optarg, "cifar")) stem = NB_STEM_CIFAR;
-            else {
+            if (!nb_stem_from_name(optarg, &stem)) {
                 fprintf(stderr, "nibble bench: --stem expects auto, imagenet or cifar, got '%s'\n", optarg);
                 ok = 0;
             }
@@ -174,8 +171,7 @@ int nb_cmd_bench(int argc, char **argv) {
         arch = nb_strdup(cfg.model.arch);
         mo.shortcut = cfg.model.shortcut == 'B' ? NB_SHORTCUT_B : NB_SHORTCUT_A;
         mo.width = cfg.model.width;
-        if (!stem_set && !strcmp(cfg.model.stem, "imagenet")) mo.stem = NB_STEM_IMAGENET;
-        if (!stem_set && !strcmp(cfg.model.stem, "cifar")) mo.stem = NB_STEM_CIFAR;
+        if (!stem_set && !nb_stem_from_name(cfg.model.stem, &mo.stem)) mo.stem = NB_STEM_AUTO;
     } else {
         if (wbits) snprintf(policy.weights.method, sizeof policy.weights.method, "uniform");
         if (abits) snprintf(policy.activations.method, sizeof policy.activations.method, "uniform");

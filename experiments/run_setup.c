@@ -81,19 +81,13 @@ nb_status nb_run_loader(const nb_config *c, nb_dataset *ds, int train, int batch
     return nb_loader_new(ds, &o, out);
 }
 
-static int stem_of(const char *s) {
-    if (!strcmp(s, "imagenet")) return NB_STEM_IMAGENET;
-    if (!strcmp(s, "cifar")) return NB_STEM_CIFAR;
-    return NB_STEM_AUTO;
-}
-
 nb_model *nb_config_build_model(const nb_config *c, int C, int size, int classes, nb_rng *rng) {
     nb_model_opts o = nb_model_opts_default();
     o.in_channels = C;
     o.input_size = size;
     o.num_classes = c->model.num_classes > 0 ? c->model.num_classes : classes;
     o.shortcut = c->model.shortcut == 'B' ? NB_SHORTCUT_B : NB_SHORTCUT_A;
-    o.stem = (nb_stem)stem_of(c->model.stem);
+    if (!nb_stem_from_name(c->model.stem, &o.stem)) o.stem = NB_STEM_AUTO; /* the schema checked the name */
     o.width = c->model.width;
     o.bn_momentum = c->model.bn_momentum;
     o.bn_eps = c->model.bn_eps;

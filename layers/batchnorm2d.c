@@ -173,33 +173,33 @@ nb_tensor *nb_batchnorm2d_add_relu(nb_tape *t, nb_tensor *x, nb_tensor *gamma, n
     return bn_forward(t, x, gamma, beta, running_mean, running_var, p, sc);
 }
 
+static void bn_backward(nb_tape *t, nb_node *node, const float *dy);
+
 /* The shortcut's gradient first: dy masked by y > 0. When the shortcut has
- * no gradient yet, it takes over dy's buffer and the mask is applied in
- * place; the batchnorm's backward then reads the masked values and masks
- * them again (a no-op). */
+ * no gradient yet it takes over dy's buffer and the mask is applied in
+ * place; the batchnorm's backward then reads the masked values from there
+ * and masks them again (a no-op). */
 void nb_batchnorm2d_add_relu_backward(nb_tape *t, nb_node *node) {
     nb_tensor *sc = node->in[3], *y = node->out;
-    int moved = 0;
+    const float *dy = y->grad;
     if (sc->requires_grad) {
-        float *dy = y->grad;
         int fresh;
         /* not in place when sc is also the batchnorm's input: its dx adds there */
         float *dsc = sc == node->in[0] ? nb_tape_grad_fresh(t, sc, &fresh) : nb_tape_grad_inplace(t, y, sc, &fresh);
         nb_masked_grad(dsc, fresh, y->data, dy, y->numel);
-        if (!y->grad) { /* the buffer moved to sc: read the masked dy from there */
-            y->grad = dsc;
-            moved = 1;
-        }
+        if (!y->grad) dy = dsc; /* the buffer moved to sc */
     }
-    nb_batchnorm2d_backward(t, node);
-    if (moved) y->grad = NULL; /* sc's now; the walk must not hand it back */
+    bn_backward(t, node, dy);
 }
 
-void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) {
+void nb_batchnorm2d_backward(nb_tape *t, nb_node *node) { bn_backward(t, node, node->out->grad); }
+
+/* dy: the gradient of the node's output. */
+static void bn_backward(nb_tape *t, nb_node *node, const float *dy) {
     nb_tensor *x = node->in[0], *gamma = node->in[1], *beta = node->in[2];
     const bn_saved *s = node->saved;
     const int N = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
-    const float *dy = node->out->grad, *yv = s->relu ? node->out->data : NULL;
+    const float *yv = s->relu ? node->out->data : NULL;
     int fresh = 0;
     float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &fresh) : NULL;
     float *dg = gamma->requires_grad ? nb_tape_grad(t, gamma) : NULL;

@@ -5,16 +5,39 @@
  * shapes). Weight gradients are summed per thread and
  * reduced in thread order, so results depend only on the thread count. */
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
+/* The paths, picked once per call by conv_path (the forward saves it for
+ * the backward and the profiler). */
+typedef enum { PATH_DENSE, PATH_WINOGRAD, PATH_SHIFTED, PATH_IM2COL } conv_path;
+static const char *const path_names[] = {"dense", "winograd", "shifted", "im2col"};
+
 typedef struct {
     conv_geom g;
+    conv_path path;
 } conv_saved;
 
 static int is_pointwise(const conv_geom *g) {
     return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0;
+}
+
+/* NB_CONV: unset or "winograd" (the default choice per shape), "direct"
+ * (no Winograd or dense path: shifted GEMMs for stride-1 "same"
+ * convolutions) or "im2col" (every convolution by im2col + GEMM), for
+ * comparisons and tests. Read once. */
+static conv_path conv_path_of(const conv_geom *g) {
+    static int env = -1; /* 0 default, 1 direct, 2 im2col */
+    if (env < 0) {
+        const char *e = getenv("NB_CONV");
+        env = e && !strcmp(e, "direct") ? 1 : e && !strcmp(e, "im2col") ? 2 : 0;
+    }
+    if (env == 0 && nb_conv_dense_applies(g)) return PATH_DENSE;
+    if (env == 0 && nb_conv_wino_applies(g)) return PATH_WINOGRAD;
+    if (env != 2 && nb_conv_same_applies(g)) return PATH_SHIFTED;
+    return PATH_IM2COL;
 }
 
 /* col (C*KH*KW, OH*OW), rows ld floats apart, from one image x (C, H, W). */
@@ -143,15 +166,14 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
     nb_tensor *y = nb_tape_tensor(t, 4, (int[]){N, g.OC, g.OH, g.OW});
     NB_ASSERT(y, "conv2d: %s", nb_last_error());
     const float *bd = b ? b->data : NULL;
+    const conv_path path = conv_path_of(&g);
     const nb_arena_mark scratch = nb_tape_mark(t); /* the paths' scratch ends with the call */
-    if (nb_conv_dense_applies(&g))
-        nb_conv_dense_forward(t, &g, N, x->data, w->data, bd, y->data);
-    else if (nb_conv_wino_applies(&g))
-        nb_conv_wino_forward(t, &g, N, x->data, w->data, bd, y->data);
-    else if (nb_conv_same_applies(&g))
-        nb_conv_same_forward(t, &g, N, x->data, w->data, bd, y->data);
-    else
-        im2col_forward(t, &g, N, x->data, w->data, bd, y->data);
+    switch (path) {
+    case PATH_DENSE: nb_conv_dense_forward(t, &g, N, x->data, w->data, bd, y->data); break;
+    case PATH_WINOGRAD: nb_conv_wino_forward(t, &g, N, x->data, w->data, bd, y->data); break;
+    case PATH_SHIFTED: nb_conv_same_forward(t, &g, N, x->data, w->data, bd, y->data); break;
+    case PATH_IM2COL: im2col_forward(t, &g, N, x->data, w->data, bd, y->data); break;
+    }
     nb_tape_release(t, scratch);
 
     if (nb_tape_wants(t, x, w, b)) {
@@ -159,7 +181,7 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
         NB_ASSERT(node, "conv2d: %s", nb_last_error());
         conv_saved *s = nb_tape_scratch(t, sizeof *s);
         NB_ASSERT(s, "conv2d: %s", nb_last_error());
-        s->g = g;
+        *s = (conv_saved){g, path};
         node->saved = s;
     }
     return y;
@@ -167,19 +189,17 @@ nb_tensor *nb_conv2d(nb_tape *t, nb_tensor *x, nb_tensor *w, nb_tensor *b,
 
 /* "conv2d 3x3/2 64->128 32x32 im2col": kernel/stride, channels, input size, path */
 void nb_conv2d_describe(const nb_node *node, char *buf, size_t len) {
-    const conv_geom *g = &((const conv_saved *)node->saved)->g;
-    const char *path = nb_conv_dense_applies(g) ? "dense"
-                       : nb_conv_wino_applies(g) ? "winograd"
-                       : nb_conv_same_applies(g) ? "shifted"
-                       : is_pointwise(g)         ? "gemm"
-                                                 : "im2col";
+    const conv_saved *s = node->saved;
+    const conv_geom *g = &s->g;
+    const char *path = s->path == PATH_IM2COL && is_pointwise(g) ? "gemm" : path_names[s->path];
     snprintf(buf, len, "conv2d %dx%d/%d %d->%d %dx%d %s", g->KH, g->KW, g->stride, g->C, g->OC, g->H, g->W,
              path);
 }
 
 void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     nb_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2], *y = node->out;
-    const conv_geom g = ((conv_saved *)node->saved)->g;
+    const conv_saved *sv = node->saved;
+    const conv_geom g = sv->g;
     const int N = x->shape[0], CKK = g.C * g.KH * g.KW, OHW = g.OH * g.OW;
     const int nt = nb_get_threads();
     const int pointwise = is_pointwise(&g);
@@ -188,17 +208,11 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     float *dx = x->requires_grad ? nb_tape_grad_fresh(t, x, &dx_fresh) : NULL;
     float *dw = w->requires_grad ? nb_tape_grad(t, w) : NULL;
     float *db = (b && b->requires_grad) ? nb_tape_grad(t, b) : NULL;
-    if (nb_conv_dense_applies(&g)) {
-        nb_conv_dense_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
-        return;
-    }
-    if (nb_conv_wino_applies(&g)) {
-        nb_conv_wino_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
-        return;
-    }
-    if (nb_conv_same_applies(&g)) {
-        nb_conv_same_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db);
-        return;
+    switch (sv->path) {
+    case PATH_DENSE: nb_conv_dense_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db); return;
+    case PATH_WINOGRAD: nb_conv_wino_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db); return;
+    case PATH_SHIFTED: nb_conv_same_backward(t, &g, N, x->data, w->data, dy, dx, dx_fresh, dw, db); return;
+    case PATH_IM2COL: break;
     }
 
     /* Per-thread partial sums of dw and db, reduced in thread order. */

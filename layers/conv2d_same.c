@@ -19,7 +19,7 @@
 #include "internal.h"
 
 int nb_conv_same_applies(const conv_geom *g) {
-    return nb_conv_env() != 2 && g->stride == 1 && g->KH == g->KW && g->KH > 1 && g->KH % 2 == 1 && 2 * g->pad == g->KH - 1;
+    return g->stride == 1 && g->KH == g->KW && g->KH > 1 && g->KH % 2 == 1 && 2 * g->pad == g->KH - 1;
 }
 
 /* x3 row (c * K + kw), a plane (Hp, W): x3[c*K+kw][hp][w] = x[c][hp - p][w + kw - p],

@@ -34,23 +34,8 @@ enum { CHUNK_FLT = 2048 }; /* chunk size: about CHUNK_FLT / (C + OC) tiles */
 enum { DW_SCALE = 4 };     /* the filter gradient's chunks are 4x longer */
 enum { MIN_TILES = 32 };   /* GEMMs at least 32 wide: one AVX-512 tile of columns */
 
-/* NB_CONV: unset or "winograd" (the default choice per shape), "direct"
- * (no Winograd: shifted GEMMs for stride-1 "same" convolutions) or
- * "im2col" (every convolution by im2col + GEMM). For comparisons and
- * tests. */
-int nb_conv_env(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("NB_CONV");
-        v = !e || !*e || !strcmp(e, "winograd") ? 0 : !strcmp(e, "direct") ? 1 : !strcmp(e, "im2col") ? 2 : 0;
-    }
-    return v;
-}
-
-static int wino_enabled(void) { return nb_conv_env() == 0; }
-
 int nb_conv_wino_applies(const conv_geom *g) {
-    return wino_enabled() && g->KH == 3 && g->KW == 3 && g->stride == 1 && g->pad == 1 && g->C >= 8 && g->OC >= 8;
+    return g->KH == 3 && g->KW == 3 && g->stride == 1 && g->pad == 1 && g->C >= 8 && g->OC >= 8;
 }
 
 typedef struct {
@@ -624,13 +609,11 @@ void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x,
  * chunks' transforms of x and dy are kept (all of them), then each thread
  * takes whole points xi and sums dU[xi] over the chunks in order. No
  * per-thread copies of dU (16 C OC floats each) to clear and reduce, and
- * the result does not depend on the thread count. Chosen when keeping the
- * transforms takes less memory than the extra copies of dU: small maps
- * with many channels (ResNet-18's 8x8 and 4x4 stages). */
+ * the result does not depend on the thread count. Chosen when the kept
+ * transforms are at most 4x the memory of the extra copies of dU: small
+ * maps with many channels (ResNet-18's 8x8 and 4x4 stages; measured faster
+ * there, slower from 16x16 up). */
 static int dw_by_point(const conv_geom *g, const wino_geom *ww, int nt) {
-    const char *e = getenv("NB_WINO_DW");
-    if (e && !strcmp(e, "point")) return 1;
-    if (e && !strcmp(e, "tile")) return 0;
     const double kept = (double)ww->chunks * ww->T * (g->C + g->OC);
     return kept <= 4.0 * (nt - 1) * g->C * g->OC;
 }

@@ -45,10 +45,6 @@ typedef struct {
     int C, H, W, OC, KH, KW, OH, OW, stride, pad;
 } conv_geom;
 
-/* The NB_CONV override: 0 none, 1 "direct" (no Winograd), 2 "im2col"
- * (im2col + GEMM for every convolution). */
-int nb_conv_env(void);
-
 /* Stride-1 "same" convolutions (odd square kernel, pad = (K - 1) / 2, K > 1)
  * run as K*K shifted GEMMs over a zero-padded copy of each image instead of
  * im2col (layers/conv2d_same.c). x (N, C, H, W), w (OC, C, K, K), b (OC) or
@@ -61,8 +57,8 @@ void nb_conv_same_backward(nb_tape *t, const conv_geom *g, int N, const float *x
                            const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
 /* 3x3 stride-1 pad-1 convolutions with at least 8 input and output
- * channels run by Winograd F(2x2, 3x3) (layers/conv2d_wino.c) unless
- * NB_CONV=direct is set; same arguments as nb_conv_same_*. */
+ * channels run by Winograd F(2x2, 3x3) (layers/conv2d_wino.c); same
+ * arguments as nb_conv_same_*. */
 int nb_conv_wino_applies(const conv_geom *g);
 void nb_conv_wino_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                           const float *b, float *y);
@@ -70,8 +66,9 @@ void nb_conv_wino_backward(nb_tape *t, const conv_geom *g, int N, const float *x
                            const float *dy, float *dx, int dx_fresh, float *dw, float *db);
 
 /* 3x3 stride-1 pad-1 convolutions on maps of at most 2x2 as one dense
- * (OC*H*W, C*H*W) matrix (layers/conv2d_dense.c) unless NB_CONV is set;
- * same arguments as nb_conv_same_*. */
+ * (OC*H*W, C*H*W) matrix (layers/conv2d_dense.c); same arguments as
+ * nb_conv_same_*. (layers/conv2d.c picks among the paths, NB_CONV
+ * included.) */
 int nb_conv_dense_applies(const conv_geom *g);
 void nb_conv_dense_forward(nb_tape *t, const conv_geom *g, int N, const float *x, const float *w,
                            const float *b, float *y);

@@ -253,6 +253,8 @@ typedef enum {
 /* The stem a model gets for input_size x input_size inputs: stem itself
  * unless it is NB_STEM_AUTO. */
 nb_stem nb_stem_resolve(nb_stem stem, int input_size);
+/* "auto", "imagenet" or "cifar" into *out; 0 for any other name. */
+int nb_stem_from_name(const char *name, nb_stem *out);
 
 typedef struct {
     int num_classes;      /* default 10 */

@@ -141,6 +141,16 @@ static int add_stage(nb_model *m, resnet *r, int stage, int n, int in_c, int out
     return out_c;
 }
 
+int nb_stem_from_name(const char *name, nb_stem *out) {
+    static const char *const names[NB_STEM_COUNT] = {"auto", "imagenet", "cifar"};
+    for (int i = 0; i < NB_STEM_COUNT; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (nb_stem)i;
+            return 1;
+        }
+    return 0;
+}
+
 nb_stem nb_stem_resolve(nb_stem stem, int input_size) {
     if (stem != NB_STEM_AUTO) return stem;
     return input_size >= 128 ? NB_STEM_IMAGENET : NB_STEM_CIFAR;
