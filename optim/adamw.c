@@ -4,8 +4,8 @@
 
 #include "nb_optim.h"
 
-void nb_adamw_update(float lr, float wd, float beta1, float beta2, float eps, float *p,
-                     const float *g, float *m, float *v, size_t n, long t) {
+void nb_adamw_update(float lr, float wd, float beta1, float beta2, float eps, float *restrict p,
+                     const float *restrict g, float *restrict m, float *restrict v, size_t n, long t) {
     NB_ASSERT(t >= 1, "adamw: step %ld must be >= 1", t);
     /* The scalars are formed in double, as PyTorch does in Python. */
     const float decay = (float)(1.0 - (double)lr * (double)wd);
@@ -14,6 +14,8 @@ void nb_adamw_update(float lr, float wd, float beta1, float beta2, float eps, fl
     const float step_size = (float)((double)lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
     const float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
+    /* Elementwise: the same result on any number of threads. */
+#pragma omp parallel for simd schedule(static) num_threads(n >= 65536 ? nb_get_threads() : 1)
     for (size_t i = 0; i < n; i++) {
         p[i] *= decay;
         m[i] = beta1 * m[i] + a1 * g[i];

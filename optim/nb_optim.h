@@ -41,16 +41,17 @@ nb_sgd_opts nb_sgd_opts_default(void);
 
 /* PyTorch's SGD on n elements: g' = g + wd p; buf = g' on the first step,
  * else momentum buf + (1 - dampening) g'; step = nesterov ? g' + momentum
- * buf : buf; p -= lr step. buf (n floats) is the caller's momentum state. */
-void nb_sgd_update(const nb_sgd_opts *o, float lr, float wd, float *p, const float *g,
-                   float *buf, size_t n, int first_step);
+ * buf : buf; p -= lr step. buf (n floats) is the caller's momentum state.
+ * Threaded for large n; p, g and buf must not overlap. */
+void nb_sgd_update(const nb_sgd_opts *o, float lr, float wd, float *restrict p, const float *restrict g,
+                   float *restrict buf, size_t n, int first_step);
 
 /* PyTorch's AdamW on n elements at step t >= 1 (1 on the first update):
  * p -= lr wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
  * p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
  * m, v (n floats) are the caller's state, zero before the first step. */
-void nb_adamw_update(float lr, float wd, float beta1, float beta2, float eps, float *p,
-                     const float *g, float *m, float *v, size_t n, long t);
+void nb_adamw_update(float lr, float wd, float beta1, float beta2, float eps, float *restrict p,
+                     const float *restrict g, float *restrict m, float *restrict v, size_t n, long t);
 
 /* ------------------------------------------------------------- optimizer */
 
