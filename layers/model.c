@@ -1,6 +1,7 @@
 /* Models: the parameter registry, contiguous parameter/gradient blocks,
  * initialisation, module forwards (with their hooks) and the build table. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,8 +287,20 @@ void nb_model_set_pass(nb_model *m, nb_pass pass) {
     m->pass = pass;
 }
 
+/* n floats of p to zero, in one block per thread when n is large (a
+ * ResNet-18's 45 MB of gradients: one core does not fill the memory bus). */
+static void zero_floats(float *p, size_t n) {
+    const int nt = n >= ((size_t)1 << 18) ? nb_get_threads() : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        const size_t th = (size_t)omp_get_thread_num(), k = (size_t)omp_get_num_threads();
+        const size_t lo = n * th / k, hi = n * (th + 1) / k;
+        if (hi > lo) memset(p + lo, 0, sizeof(float) * (hi - lo));
+    }
+}
+
 void nb_model_zero_grad(nb_model *m) {
-    memset(m->param_grad, 0, sizeof(float) * m->n_param_floats);
+    zero_floats(m->param_grad, m->n_param_floats);
     if (m->quant && m->quant->n_param_floats)
         memset(m->quant->param_grad, 0, sizeof(float) * m->quant->n_param_floats);
 }
