@@ -223,8 +223,12 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     float *dw_part = dw ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * wsz) : NULL;
     float *db_part = db ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * g.OC) : NULL;
     float *scratch = per ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * per) : NULL;
-    NB_ASSERT((!dw || dw_part) && (!db || db_part) && (!per || scratch), "conv2d backward: %s", nb_last_error());
-    if (dw_part) memset(dw_part, 0, sizeof(float) * (size_t)nt * wsz);
+    /* used[k]: thread k wrote its dw part (its first group's GEMM
+     * writes it, the later ones add to it; no part is zeroed first) */
+    int *used = dw ? nb_tape_scratch(t, sizeof(int) * (size_t)nt) : NULL;
+    NB_ASSERT((!dw || (dw_part && used)) && (!db || db_part) && (!per || scratch), "conv2d backward: %s",
+              nb_last_error());
+    if (used) memset(used, 0, sizeof(int) * (size_t)nt);
     if (db_part) memset(db_part, 0, sizeof(float) * (size_t)nt * g.OC);
 
 #pragma omp parallel num_threads(nt)
@@ -250,8 +254,9 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
                         im2col(&g, xn + (size_t)i * g.C * g.H * g.W, col + (size_t)i * OHW, (size_t)ld);
                     c = col;
                 }
-                /* dw (OC, CKK) += dy (OC, ld) * col^T (ld, CKK) */
-                nb_sgemm_nt(g.OC, CKK, ld, dyn, ld, c, ld, 1.0f, my_dw, CKK);
+                /* dw (OC, CKK) (+)= dy (OC, ld) * col^T (ld, CKK) */
+                nb_sgemm_nt(g.OC, CKK, ld, dyn, ld, c, ld, used[tid] ? 1.0f : 0.0f, my_dw, CKK);
+                used[tid] = 1;
             }
             if (my_db) nb_conv_sum_planes(dyn, g.OC, ld, my_db);
             if (dx) {
@@ -269,11 +274,21 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
             }
         }
     }
-    for (int k = 0; k < nt; k++) {
-        if (dw) {
-            const float *src = dw_part + (size_t)k * wsz;
-            for (size_t i = 0; i < wsz; i++) dw[i] += src[i];
+    /* dw += the parts in thread order; each element's sum is the same
+     * whatever the split of this loop over the threads */
+    if (dw) {
+#pragma omp parallel num_threads(wsz >= 65536 ? nt : 1)
+        {
+            const size_t th = (size_t)omp_get_thread_num(), k_n = (size_t)omp_get_num_threads();
+            const size_t lo = wsz * th / k_n, hi = wsz * (th + 1) / k_n;
+            for (int k = 0; k < nt; k++)
+                if (used[k]) {
+                    const float *src = dw_part + (size_t)k * wsz;
+                    for (size_t i = lo; i < hi; i++) dw[i] += src[i];
+                }
         }
+    }
+    for (int k = 0; k < nt; k++) {
         if (db) {
             const float *src = db_part + (size_t)k * g.OC;
             for (int i = 0; i < g.OC; i++) db[i] += src[i];
