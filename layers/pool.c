@@ -235,14 +235,19 @@ nb_tensor *nb_shortcut_pad(nb_tape *t, nb_tensor *x, int stride, int out_c) {
     const int before = (out_c - C) / 2;
     nb_tensor *y = nb_tape_tensor(t, 4, (int[]){N, out_c, OH, OW});
     NB_ASSERT(y, "shortcut_pad: %s", nb_last_error());
-    memset(y->data, 0, sizeof(float) * y->numel);
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            const float *xp = x->data + ((size_t)n * C + c) * H * W;
-            float *yp = y->data + ((size_t)n * out_c + c + before) * OH * OW;
-            for (int oh = 0; oh < OH; oh++)
-                for (int ow = 0; ow < OW; ow++) yp[oh * OW + ow] = xp[oh * stride * W + ow * stride];
+    /* one output plane per iteration: zeros outside the input's channels */
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (y->numel >= 65536)
+    for (int nc = 0; nc < N * out_c; nc++) {
+        const int n = nc / out_c, c = nc % out_c - before;
+        float *yp = y->data + (size_t)nc * OH * OW;
+        if (c < 0 || c >= C) {
+            memset(yp, 0, sizeof(float) * (size_t)OH * OW);
+            continue;
         }
+        const float *xp = x->data + ((size_t)n * C + c) * H * W;
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++) yp[oh * OW + ow] = xp[(size_t)oh * stride * W + (size_t)ow * stride];
+    }
     if (nb_tape_wants(t, x, NULL, NULL)) {
         nb_node *node = nb_tape_record(t, &nb_op_table[NB_OP_SHORTCUT_PAD], y, x, NULL, NULL);
         shortcut_saved *s = nb_tape_scratch(t, sizeof *s);
@@ -260,11 +265,13 @@ void nb_shortcut_pad_backward(nb_tape *t, nb_node *node) {
     const int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int OC = y->shape[1], OH = y->shape[2], OW = y->shape[3];
     float *dx = nb_tape_grad(t, x);
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float *dp = dx + ((size_t)n * C + c) * H * W;
-            const float *gp = y->grad + ((size_t)n * OC + c + s->before) * OH * OW;
-            for (int oh = 0; oh < OH; oh++)
-                for (int ow = 0; ow < OW; ow++) dp[oh * s->stride * W + ow * s->stride] += gp[oh * OW + ow];
-        }
+#pragma omp parallel for schedule(static) num_threads(nb_get_threads()) if (x->numel >= 65536)
+    for (int nc = 0; nc < N * C; nc++) {
+        const int n = nc / C, c = nc % C;
+        float *dp = dx + (size_t)nc * H * W;
+        const float *gp = y->grad + ((size_t)n * OC + c + s->before) * OH * OW;
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++)
+                dp[(size_t)oh * s->stride * W + (size_t)ow * s->stride] += gp[oh * OW + ow];
+    }
 }

@@ -389,6 +389,48 @@ static nb_tensor *shortcut_fn(nb_tape *t, nb_tensor **in, void *user) {
 /* Max-pooling with ties (ReLU outputs are mostly zeros): the gradient of
  * each window goes to the first maximal tap in scan order, once; against a
  * naive loop, for the ResNet stem's 3x3/2 pad 1 and a 2x2/2. */
+/* The option-A shortcut at a size that runs on the threads, odd width:
+ * against loops over the definition, forward and backward. */
+START_TEST(test_shortcut_pad_threaded) {
+    nb_rng r;
+    nb_rng_seed(&r, 62, 0);
+    const int N = 8, C = 16, H = 33, W = 31, OC = 32, before = 8, OH = 17, OW = 16;
+    nb_tensor *x = randn(&r, 4, (int[]){N, C, H, W}, 1);
+    const int saved = nb_get_threads();
+    nb_set_threads(2);
+    nb_tape *t = nb_tape_new();
+    nb_tensor *y = nb_shortcut_pad(t, x, 2, OC);
+    ck_assert(y->shape[0] == N && y->shape[1] == OC && y->shape[2] == OH && y->shape[3] == OW);
+    float *seed = malloc(sizeof(float) * y->numel);
+    for (size_t i = 0; i < y->numel; i++) seed[i] = (float)(i % 97) - 48.0f;
+    ck_assert_int_eq(nb_backward_seed(t, y, seed), NB_OK);
+    int bad = 0;
+    for (int n = 0; n < N; n++)
+        for (int oc = 0; oc < OC; oc++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    const int c = oc - before;
+                    const size_t o = (((size_t)n * OC + oc) * OH + oh) * OW + ow;
+                    const float want = c >= 0 && c < C ? x->data[(((size_t)n * C + c) * H + 2 * oh) * W + 2 * ow] : 0.0f;
+                    bad += y->data[o] != want;
+                }
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++) {
+                    const float want = h % 2 || w % 2 ? 0.0f
+                                                      : seed[(((size_t)n * OC + c + before) * OH + h / 2) * OW + w / 2];
+                    bad += x->grad[(((size_t)n * C + c) * H + h) * W + w] != want;
+                }
+    ck_assert_int_eq(bad, 0);
+    nb_tape_free(t);
+    x->grad = NULL;
+    nb_set_threads(saved);
+    free(seed);
+    nb_tensor_free(x);
+}
+END_TEST
+
 START_TEST(test_maxpool_ties) {
     nb_rng r;
     nb_rng_seed(&r, 61, 0);
@@ -709,6 +751,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_batchnorm_add_relu);
     tcase_add_test(tc, test_simple_ops_gradcheck);
     tcase_add_test(tc, test_maxpool_ties);
+    tcase_add_test(tc, test_shortcut_pad_threaded);
     tcase_add_test(tc, test_cross_entropy);
     tcase_add_test(tc, test_distill_loss);
     tcase_add_test(tc, test_residual_accumulates);
