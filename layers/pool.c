@@ -20,64 +20,84 @@ static inline void pool_range(int o, int k, int stride, int pad, int n, int *lo,
 }
 
 /* The ResNet stem's pool (3x3, stride 2, pad 1, even width W = 2 OW), one
- * input row r of the window: output ow sees columns 2ow - 1, 2ow, 2ow + 1,
- * i.e. od[ow - 1], ev[ow], od[ow] of the row split into even and odd
- * columns, which the loop over ow reads contiguously (vectorised). Same
- * rule and tap numbering as the general loop: a strictly greater value
- * wins, tap = r * 3 + column - (clamped) first column. */
-static void pool_row_k3s2(const float *xr, int OW, int r, float *restrict ev, float *restrict od,
-                          float *restrict best, int *restrict arg) {
-    for (int j = 0; j < OW; j++) {
-        ev[j] = xr[2 * j];
-        od[j] = xr[2 * j + 1];
-    }
-    /* ow = 0: the window starts at column 0 (columns 0, 1) */
-    {
-        float b = r == 0 ? ev[0] : best[0];
-        int a = r == 0 ? 0 : arg[0];
-        if (r > 0 && ev[0] > b) b = ev[0], a = r * 3;
-        if (od[0] > b) b = od[0], a = r * 3 + 1;
-        best[0] = b;
-        arg[0] = a;
-    }
-    /* ow >= 1, four at a time in GCC vector types (SSE2 on x86-64) */
+ * plane, separably: first each input row's best of the three columns of
+ * every window (hv, and hc the winning column 0..2 from the window's
+ * clamped first column), each row once; then each output row's best of
+ * its (up to) three rows. A strictly greater value wins in both passes, so
+ * the winner is the first maximal tap in row-major order, as in the
+ * general loop, with the same tap numbering (row * 3 + column from the
+ * clamped corner). The loops are written for GCC to vectorise (selects,
+ * no branches). ev, od: OW floats; hv, hc: H * OW. */
+static void pool_plane_k3s2(const float *xp, int H, int OW, float *restrict ev, float *restrict od,
+                            float *restrict hv, int *restrict hc, float *restrict yp, int *restrict arg,
+                            uint16_t *tp) {
+    /* four outputs at a time in GCC vector types (SSE2 on x86-64; GCC
+     * does not if-convert the scalar selects itself) */
     typedef float v4f __attribute__((vector_size(16)));
     typedef int v4i __attribute__((vector_size(16)));
-    const int base = r * 3;
-    int ow = 1;
-    for (; ow + 4 <= OW; ow += 4) {
-        v4f c0, c1, c2, b;
-        v4i a;
-        memcpy(&c0, od + ow - 1, sizeof c0);
-        memcpy(&c1, ev + ow, sizeof c1);
-        memcpy(&c2, od + ow, sizeof c2);
-        if (r == 0) {
-            b = c0;
-            a = (v4i){0, 0, 0, 0};
-        } else {
-            memcpy(&b, best + ow, sizeof b);
-            memcpy(&a, arg + ow, sizeof a);
-            v4i m = c0 > b;
-            a = (m & base) | (~m & a);
-            b = (v4f)((m & (v4i)c0) | (~m & (v4i)b));
+    const int W = 2 * OW, OH = (H - 1) / 2 + 1, OW4 = OW / 4 * 4;
+    od[0] = 0.0f; /* od[j + 1] = column 2j + 1; od[0] is read for ow = 0, whose lane is redone */
+    for (int h = 0; h < H; h++) {
+        const float *xr = xp + (size_t)h * W;
+        float *v = hv + (size_t)h * OW;
+        int *c = hc + (size_t)h * OW;
+        for (int j = 0; j < OW; j++) {
+            ev[j] = xr[2 * j];
+            od[j + 1] = xr[2 * j + 1];
         }
-        v4i m = c1 > b;
-        a = (m & (base + 1)) | (~m & a);
-        b = (v4f)((m & (v4i)c1) | (~m & (v4i)b));
-        m = c2 > b;
-        a = (m & (base + 2)) | (~m & a);
-        b = (v4f)((m & (v4i)c2) | (~m & (v4i)b));
-        memcpy(best + ow, &b, sizeof b);
-        memcpy(arg + ow, &a, sizeof a);
+        /* ow: columns 2 ow - 1, 2 ow, 2 ow + 1 */
+        for (int ow = 0; ow < OW4; ow += 4) {
+            v4f c0, c1, c2;
+            memcpy(&c0, od + ow, sizeof c0);
+            memcpy(&c1, ev + ow, sizeof c1);
+            memcpy(&c2, od + ow + 1, sizeof c2);
+            const v4i g1 = c1 > c0;
+            const v4f b1 = (v4f)((g1 & (v4i)c1) | (~g1 & (v4i)c0));
+            const v4i g2 = c2 > b1;
+            const v4f b = (v4f)((g2 & (v4i)c2) | (~g2 & (v4i)b1));
+            const v4i col = (g2 & 2) | (~g2 & (g1 & 1));
+            memcpy(v + ow, &b, sizeof b);
+            memcpy(c + ow, &col, sizeof col);
+        }
+        for (int ow = OW4 > 1 ? OW4 : 1; ow < OW; ow++) {
+            const float c0 = od[ow], c1 = ev[ow], c2 = od[ow + 1];
+            const int g1 = c1 > c0;
+            const float b1 = g1 ? c1 : c0;
+            const int g2 = c2 > b1;
+            v[ow] = g2 ? c2 : b1;
+            c[ow] = g2 ? 2 : g1;
+        }
+        /* ow = 0: columns 0 and 1 only */
+        v[0] = od[1] > ev[0] ? od[1] : ev[0];
+        c[0] = od[1] > ev[0];
     }
-    for (; ow < OW; ow++) {
-        const float c[3] = {od[ow - 1], ev[ow], od[ow]};
-        float b = r == 0 ? c[0] : best[ow];
-        int a = r == 0 ? 0 : arg[ow];
-        for (int j = r == 0 ? 1 : 0; j < 3; j++)
-            if (c[j] > b) b = c[j], a = base + j;
-        best[ow] = b;
-        arg[ow] = a;
+    for (int oh = 0; oh < OH; oh++) {
+        const int h0 = oh == 0 ? 0 : 2 * oh - 1, h1 = 2 * oh + 2 < H ? 2 * oh + 2 : H;
+        float *y = yp + (size_t)oh * OW;
+        memcpy(y, hv + (size_t)h0 * OW, sizeof(float) * (size_t)OW);
+        memcpy(arg, hc + (size_t)h0 * OW, sizeof(int) * (size_t)OW);
+        for (int r = 1; r < h1 - h0; r++) {
+            const float *vr = hv + (size_t)(h0 + r) * OW;
+            const int *cr = hc + (size_t)(h0 + r) * OW;
+            int ow = 0;
+            for (; ow < OW4; ow += 4) {
+                v4f b, cv;
+                v4i a, cc;
+                memcpy(&b, y + ow, sizeof b);
+                memcpy(&cv, vr + ow, sizeof cv);
+                memcpy(&a, arg + ow, sizeof a);
+                memcpy(&cc, cr + ow, sizeof cc);
+                const v4i g = cv > b;
+                b = (v4f)((g & (v4i)cv) | (~g & (v4i)b));
+                a = (g & (cc + 3 * r)) | (~g & a);
+                memcpy(y + ow, &b, sizeof b);
+                memcpy(arg + ow, &a, sizeof a);
+            }
+            for (; ow < OW; ow++)
+                if (vr[ow] > y[ow]) y[ow] = vr[ow], arg[ow] = 3 * r + cr[ow];
+        }
+        if (tp)
+            for (int ow = 0; ow < OW; ow++) tp[oh * OW + ow] = (uint16_t)arg[ow];
     }
 }
 
@@ -93,21 +113,26 @@ nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
     const int rec = nb_tape_wants(t, x, NULL, NULL);
     uint16_t *tap = rec ? nb_tape_scratch(t, sizeof(uint16_t) * y->numel) : NULL;
     const nb_arena_mark mark = nb_tape_mark(t);
-    /* per thread, one output row's maxima and winning taps so far (and
-     * for the fast path an input row's even and odd columns) */
     const int fast = k == 3 && stride == 2 && pad == 1 && W == 2 * OW;
-    float *rows = nb_tape_scratch(t, sizeof(float) * (size_t)nb_get_threads() * 4 * OW);
+    /* per thread: best, arg (OW each); for the fast path also ev (OW), od
+     * (OW + 1) and hv, hc (H * OW) */
+    const size_t per = (size_t)(fast ? 4 + 2 * H : 2) * OW + 1;
+    float *rows = nb_tape_scratch(t, sizeof(float) * (size_t)nb_get_threads() * per);
     NB_ASSERT(y && rows && (!rec || tap), "maxpool2d: %s", nb_last_error());
 #pragma omp parallel num_threads(nb_get_threads())
     {
-        float *best = rows + (size_t)omp_get_thread_num() * 4 * OW;
+        float *best = rows + (size_t)omp_get_thread_num() * per;
         int *arg = (int *)(best + OW);
-        float *ev = best + 2 * OW, *od = best + 3 * OW;
 #pragma omp for schedule(static)
         for (int nc = 0; nc < N * C; nc++) {
             const float *xp = x->data + (size_t)nc * H * W;
             float *yp = y->data + (size_t)nc * OH * OW;
             uint16_t *tp = tap ? tap + (size_t)nc * OH * OW : NULL;
+            if (fast) {
+                float *ev = best + 2 * OW, *od = ev + OW, *hv = od + OW + 1;
+                pool_plane_k3s2(xp, H, OW, ev, od, hv, (int *)(hv + (size_t)H * OW), yp, arg, tp);
+                continue;
+            }
             for (int oh = 0; oh < OH; oh++) {
                 int h0, h1;
                 pool_range(oh, k, stride, pad, H, &h0, &h1);
@@ -116,10 +141,6 @@ nb_tensor *nb_maxpool2d(nb_tape *t, nb_tensor *x, int k, int stride, int pad) {
                  * maximal tap in row-major order wins. */
                 for (int ih = h0; ih < h1; ih++) {
                     const float *xr = xp + (size_t)ih * W;
-                    if (fast) {
-                        pool_row_k3s2(xr, OW, ih - h0, ev, od, best, arg);
-                        continue;
-                    }
                     for (int ow = 0; ow < OW; ow++) {
                         int w0, w1;
                         pool_range(ow, k, stride, pad, W, &w0, &w1);
@@ -163,6 +184,18 @@ void nb_maxpool2d_backward(nb_tape *t, nb_node *node) {
         const uint16_t *tp = sv->tap + (size_t)nc * OH * OW;
         const float *gp = y->grad + (size_t)nc * OH * OW;
         float *dp = dx + (size_t)nc * H * W;
+        if (k == 3 && sv->stride == 2 && sv->pad == 1) { /* the stem's pool, constants for the compiler */
+            for (int oh = 0; oh < OH; oh++) {
+                float *d0 = dp + (size_t)(oh == 0 ? 0 : 2 * oh - 1) * W;
+                const uint16_t *tr = tp + oh * OW;
+                const float *gr = gp + oh * OW;
+                for (int ow = 0; ow < OW; ow++) {
+                    const int a = tr[ow];
+                    d0[(a / 3) * W + (ow == 0 ? 0 : 2 * ow - 1) + a % 3] += gr[ow];
+                }
+            }
+            continue;
+        }
         for (int oh = 0; oh < OH; oh++) {
             int h0, h1;
             pool_range(oh, k, sv->stride, sv->pad, H, &h0, &h1);
