@@ -29,6 +29,12 @@ int nb_get_threads(void) {
     return n_threads;
 }
 
+void nb_thread_range(size_t n, size_t *lo, size_t *hi) {
+    const size_t th = (size_t)omp_get_thread_num(), k = (size_t)omp_get_num_threads();
+    *lo = n * th / k;
+    *hi = n * (th + 1) / k;
+}
+
 double nb_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -190,6 +190,9 @@ const char *nb_sgemm_isa(void);
 /* Number of worker threads for nibble's kernels (>= 1). */
 void nb_set_threads(int n);
 int nb_get_threads(void);
+/* Inside a parallel region: the calling thread's share [lo, hi) of n
+ * items, contiguous blocks in thread order (empty shares past n). */
+void nb_thread_range(size_t n, size_t *lo, size_t *hi);
 
 /* ------------------------------------------------------ time, memory use */
 

@@ -223,12 +223,7 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
     float *dw_part = dw ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * wsz) : NULL;
     float *db_part = db ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * g.OC) : NULL;
     float *scratch = per ? nb_tape_scratch(t, sizeof(float) * (size_t)nt * per) : NULL;
-    /* used[k]: thread k wrote its dw part (its first group's GEMM
-     * writes it, the later ones add to it; no part is zeroed first) */
-    int *used = dw ? nb_tape_scratch(t, sizeof(int) * (size_t)nt) : NULL;
-    NB_ASSERT((!dw || (dw_part && used)) && (!db || db_part) && (!per || scratch), "conv2d backward: %s",
-              nb_last_error());
-    if (used) memset(used, 0, sizeof(int) * (size_t)nt);
+    NB_ASSERT((!dw || dw_part) && (!db || db_part) && (!per || scratch), "conv2d backward: %s", nb_last_error());
     if (db_part) memset(db_part, 0, sizeof(float) * (size_t)nt * g.OC);
 
 #pragma omp parallel num_threads(nt)
@@ -238,6 +233,7 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
         float *my_db = db ? db_part + (size_t)tid * g.OC : NULL;
         float *col = per ? scratch + (size_t)tid * per : NULL;
         float *dcol = per ? col + cols_sz : NULL, *dyb = per ? dcol + dcol_sz : NULL;
+        int wrote = 0; /* this thread's first GEMM writes its dw part, the later ones add to it */
 #pragma omp for schedule(static)
         for (int gi = 0; gi < groups; gi++) {
             const int n0 = gi * B, nb = N - n0 < B ? N - n0 : B, ld = nb * OHW;
@@ -255,8 +251,8 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
                     c = col;
                 }
                 /* dw (OC, CKK) (+)= dy (OC, ld) * col^T (ld, CKK) */
-                nb_sgemm_nt(g.OC, CKK, ld, dyn, ld, c, ld, used[tid] ? 1.0f : 0.0f, my_dw, CKK);
-                used[tid] = 1;
+                nb_sgemm_nt(g.OC, CKK, ld, dyn, ld, c, ld, wrote ? 1.0f : 0.0f, my_dw, CKK);
+                wrote = 1;
             }
             if (my_db) nb_conv_sum_planes(dyn, g.OC, ld, my_db);
             if (dx) {
@@ -273,25 +269,24 @@ void nb_conv2d_backward(nb_tape *t, nb_node *node) {
                 }
             }
         }
+        if (my_dw && !wrote) memset(my_dw, 0, sizeof(float) * wsz); /* no group came to this thread */
     }
     /* dw += the parts in thread order; each element's sum is the same
      * whatever the split of this loop over the threads */
     if (dw) {
 #pragma omp parallel num_threads(wsz >= 65536 ? nt : 1)
         {
-            const size_t th = (size_t)omp_get_thread_num(), k_n = (size_t)omp_get_num_threads();
-            const size_t lo = wsz * th / k_n, hi = wsz * (th + 1) / k_n;
-            for (int k = 0; k < nt; k++)
-                if (used[k]) {
-                    const float *src = dw_part + (size_t)k * wsz;
-                    for (size_t i = lo; i < hi; i++) dw[i] += src[i];
-                }
+            size_t lo, hi;
+            nb_thread_range(wsz, &lo, &hi);
+            for (int k = 0; k < nt; k++) {
+                const float *src = dw_part + (size_t)k * wsz;
+                for (size_t i = lo; i < hi; i++) dw[i] += src[i];
+            }
         }
     }
-    for (int k = 0; k < nt; k++) {
-        if (db) {
+    if (db)
+        for (int k = 0; k < nt; k++) {
             const float *src = db_part + (size_t)k * g.OC;
             for (int i = 0; i < g.OC; i++) db[i] += src[i];
         }
-    }
 }

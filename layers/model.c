@@ -1,7 +1,6 @@
 /* Models: the parameter registry, contiguous parameter/gradient blocks,
  * initialisation, module forwards (with their hooks) and the build table. */
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -293,16 +292,15 @@ static void zero_floats(float *p, size_t n) {
     const int nt = n >= ((size_t)1 << 18) ? nb_get_threads() : 1;
 #pragma omp parallel num_threads(nt)
     {
-        const size_t th = (size_t)omp_get_thread_num(), k = (size_t)omp_get_num_threads();
-        const size_t lo = n * th / k, hi = n * (th + 1) / k;
+        size_t lo, hi;
+        nb_thread_range(n, &lo, &hi);
         if (hi > lo) memset(p + lo, 0, sizeof(float) * (hi - lo));
     }
 }
 
 void nb_model_zero_grad(nb_model *m) {
     zero_floats(m->param_grad, m->n_param_floats);
-    if (m->quant && m->quant->n_param_floats)
-        memset(m->quant->param_grad, 0, sizeof(float) * m->quant->n_param_floats);
+    if (m->quant && m->quant->n_param_floats) zero_floats(m->quant->param_grad, m->quant->n_param_floats);
 }
 
 size_t nb_model_param_count(const nb_model *m) { return m->n_param_floats; }

@@ -1,6 +1,4 @@
 /* SGD with momentum, dampening, Nesterov and coupled weight decay. */
-#include <omp.h>
-
 #include "nb_optim.h"
 
 /* Below this many elements one thread is faster than waking the others.
@@ -32,8 +30,8 @@ void nb_sgd_update(const nb_sgd_opts *o, float lr, float wd, float *restrict p, 
     const int nt = n >= SGD_PAR_MIN ? nb_get_threads() : 1;
 #pragma omp parallel num_threads(nt)
     {
-        const size_t th = (size_t)omp_get_thread_num(), k = (size_t)omp_get_num_threads();
-        const size_t lo = n * th / k, hi = n * (th + 1) / k;
+        size_t lo, hi;
+        nb_thread_range(n, &lo, &hi);
         if (mu == 0.0f) {
 #pragma omp simd
             for (size_t i = lo; i < hi; i++) p[i] -= lr * (g[i] + wd * p[i]);
